@@ -1,0 +1,47 @@
+"""The one exception hierarchy. Libraries raise these; entry points map the
+category to an exit code or an HTTP status."""
+
+from __future__ import annotations
+
+
+class IsoboxError(Exception):
+    """Base of every error isobox raises on purpose."""
+
+    #: Docker's CLI convention: 125 means the engine (or runtime) failed.
+    exit_code = 125
+
+
+class NotFound(IsoboxError):
+    """A named thing (container, image, file, namespace) does not exist."""
+
+
+class AlreadyExists(IsoboxError):
+    """Creating something whose name or id is taken."""
+
+
+class InvalidArgument(IsoboxError):
+    """Input (a flag, a config field, a path) is malformed or not allowed."""
+
+
+class Conflict(IsoboxError):
+    """The operation does not fit the current state (e.g. delete a running container)."""
+
+
+class NotRunning(Conflict):
+    """The operation needs a running container."""
+
+
+class Unavailable(IsoboxError):
+    """A facility (kernel feature, binary, controller) is missing on this host."""
+
+
+class CannotInvoke(IsoboxError):
+    """The container's command exists but cannot be executed."""
+
+    exit_code = 126
+
+
+class CommandNotFound(IsoboxError):
+    """The container's command does not exist."""
+
+    exit_code = 127

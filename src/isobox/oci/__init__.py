@@ -1,0 +1,1 @@
+"""Typed values of the OCI specs: strict to decode, free of I/O side effects."""
