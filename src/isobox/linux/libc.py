@@ -133,11 +133,20 @@ def pidfd_open(pid: int) -> int:
     return syscall(SYS_PIDFD_OPEN, ctypes.c_int(pid), ctypes.c_uint(0), what="pidfd_open")
 
 
-def close_range(first: int, last: int = 0xFFFFFFFF) -> None:
-    res = _syscall(ctypes.c_long(SYS_CLOSE_RANGE), ctypes.c_uint(first), ctypes.c_uint(last),
-                   ctypes.c_uint(0))
+CLOSE_RANGE_CLOEXEC = 4
+
+
+def mark_cloexec_from(first: int) -> None:
+    """Set FD_CLOEXEC on every fd >= first, so none survives an execve."""
+    res = _syscall(ctypes.c_long(SYS_CLOSE_RANGE), ctypes.c_uint(first),
+                   ctypes.c_uint(0xFFFFFFFF), ctypes.c_uint(CLOSE_RANGE_CLOEXEC))
     if res == -1:
-        os.closerange(first, 65536)
+        for fd in os.listdir("/proc/self/fd"):
+            if int(fd) >= first:
+                try:
+                    os.set_inheritable(int(fd), False)
+                except OSError:
+                    pass
 
 
 def load_library(soname: str) -> ctypes.CDLL:

@@ -1,0 +1,160 @@
+"""The manager interface, the controller interface, and hierarchy discovery."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from isobox.errors import InvalidArgument, Unavailable
+
+if TYPE_CHECKING:
+    from isobox.oci.runtime_spec import Resources
+
+#: Mount options of a cgroup v1 mount that are not controller names.
+_NOT_CONTROLLERS = frozenset({
+    "rw", "ro", "xattr", "noprefix", "clone_children", "cpuset_v2_mode",
+    "favordynmods", "nofavordynmods", "all", "none",
+})
+
+
+class Manager(Protocol):
+    """One cgroup (the same relative path in every hierarchy) of one container."""
+
+    path: str
+    version: int
+
+    def create(self) -> None: ...
+    def apply(self, pid: int) -> None: ...
+    def set(self, resources: Resources) -> None: ...
+    def pids(self) -> list[int]: ...
+    def freeze(self) -> None: ...
+    def thaw(self) -> None: ...
+    def is_frozen(self) -> bool: ...
+    def stats(self) -> dict[str, Any]: ...
+    def destroy(self) -> None: ...
+    def exists(self) -> bool: ...
+    def host_paths(self) -> dict[str, str]: ...
+
+
+class Controller(Protocol):
+    """One controller module (``v1/memory.py``, ``v2/io.py``...)."""
+
+    #: The kernel's name for the controller ("memory", "cpu", "io"...).
+    NAME: str
+
+    def wants(self, resources: Resources) -> bool:
+        """Whether ``resources`` asks this controller for anything."""
+        ...
+
+    def apply(self, path: str, resources: Resources) -> None:
+        """Write the limits of ``resources`` into the cgroup directory ``path``."""
+        ...
+
+    def stats(self, path: str) -> dict[str, Any]:
+        """Partial runc-shaped stats ({"memory": {...}}); empty when nothing to read."""
+        ...
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """A mounted cgroup hierarchy, as /proc/self/mountinfo shows it."""
+
+    mountpoint: str
+    #: v1: the controllers, e.g. ["cpu"], ["cpu", "cpuacct"], ["name=systemd"]; v2: [].
+    controllers: list[str] = field(default_factory=list)
+    version: int = 1
+    #: The directory of the hierarchy that is mounted ("/" unless a sub-tree is).
+    root: str = "/"
+
+    @property
+    def name(self) -> str:
+        """The key used by host_paths(): "cpu,cpuacct", "name=systemd", or "" for v2."""
+        return ",".join(self.controllers)
+
+
+def _unescape(field_: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo.
+    out, i = [], 0
+    while i < len(field_):
+        octal = field_[i + 1:i + 4]
+        if field_[i] == "\\" and len(octal) == 3 and all(c in "01234567" for c in octal):
+            out.append(chr(int(octal, 8)))
+            i += 4
+        else:
+            out.append(field_[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> list[Hierarchy]:
+    """The cgroup hierarchies in a mountinfo text: v1 mounts first, then cgroup2."""
+    v1: dict[str, Hierarchy] = {}
+    v2: list[Hierarchy] = []
+    for line in text.splitlines():
+        fields = line.split(" ")
+        try:
+            sep = fields.index("-", 6)
+            fstype, superopts = fields[sep + 1], fields[sep + 3]
+            root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
+        except (ValueError, IndexError):
+            continue
+        if fstype == "cgroup2":
+            if not any(h.mountpoint == mountpoint for h in v2):
+                v2.append(Hierarchy(mountpoint, [], 2, root))
+        elif fstype == "cgroup":
+            ctrls = [o for o in superopts.split(",")
+                     if o not in _NOT_CONTROLLERS and not o.startswith("release_agent=")]
+            if not ctrls:
+                continue
+            hier = Hierarchy(mountpoint, ctrls, 1, root)
+            seen = v1.get(hier.name)
+            # The same hierarchy may be mounted twice: prefer the mount of its root.
+            if seen is None or (seen.root != "/" and root == "/"):
+                v1[hier.name] = hier
+    return [*v1.values(), *v2]
+
+
+def hierarchies(mountinfo: str = "/proc/self/mountinfo") -> list[Hierarchy]:
+    """Every mounted cgroup hierarchy: v1 mounts, and the cgroup2 mount if any."""
+    try:
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+            text = f.read()
+    except OSError as exc:
+        raise Unavailable(f"cannot read {mountinfo}: {os.strerror(exc.errno or 0)}") from exc
+    return parse_mountinfo(text)
+
+
+def normalize_path(path: str) -> str:
+    """A cgroup path as "/a/b"; relative paths start at "/"; ".." is refused."""
+    if "\0" in path:
+        raise InvalidArgument(f"cgroup path {path!r} contains a NUL byte")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise InvalidArgument(f"cgroup path {path!r} must not contain '..'")
+    if not parts:
+        raise InvalidArgument(f"cgroup path {path!r} must name a cgroup below the root")
+    return "/" + "/".join(parts)
+
+
+def join(mountpoint: str, path: str) -> str:
+    """The host directory of cgroup ``path`` (normalized) in a hierarchy."""
+    return os.path.join(mountpoint, path.lstrip("/"))
+
+
+def merge(into: dict[str, Any], part: dict[str, Any]) -> None:
+    """Deep-merge one controller's partial stats into the whole."""
+    for key, value in part.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def require(controllers: list[Controller], available: set[str], resources: Resources,
+            where: str) -> None:
+    """Unavailable when ``resources`` asks for a controller this cgroup lacks."""
+    missing = [c.NAME for c in controllers if c.NAME not in available and c.wants(resources)]
+    if missing:
+        raise Unavailable(f"cgroup controller(s) {', '.join(missing)} not available {where}, "
+                          "but the resources ask for them")

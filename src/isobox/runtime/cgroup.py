@@ -1,0 +1,93 @@
+"""The runtime's view of cgroups: where a container's cgroup lives."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from isobox import cgroups
+import msgspec
+
+from isobox.errors import InvalidArgument
+from isobox.oci.runtime_spec import DeviceCgroup, Resources, Spec
+from isobox.runtime.rootfs import CgroupSource
+
+if TYPE_CHECKING:
+    from isobox.runtime.state import Record
+
+
+def cgroup_path(container_id: str, cgroups_path: str | None, systemd: bool = False) -> str:
+    """The cgroup path for a container, as runc interprets cgroupsPath.
+
+    ``slice:prefix:name`` (systemd driver syntax) maps to
+    ``/slice/prefix-name.scope`` on the cgroupfs driver; no path means
+    ``/isobox/<id>``.
+    """
+    if not cgroups_path:
+        return f"/isobox/{container_id}"
+    if systemd or (cgroups_path.count(":") == 2 and not cgroups_path.startswith("/")):
+        parts = cgroups_path.split(":")
+        if len(parts) != 3:
+            raise InvalidArgument(f"invalid systemd cgroupsPath {cgroups_path!r}")
+        slice_, prefix, name = parts
+        return f"/{slice_ or 'system.slice'}/{prefix}-{name}.scope"
+    if ".." in cgroups_path.split("/"):
+        raise InvalidArgument(f"cgroupsPath {cgroups_path!r} must not contain '..'")
+    return cgroups_path if cgroups_path.startswith("/") else "/" + cgroups_path
+
+
+def manager_for(record: Record) -> cgroups.Manager:
+    return cgroups.new_manager(record.cgroup_path)
+
+
+def cgroup_sources(manager: cgroups.Manager) -> list[CgroupSource]:
+    """How each hierarchy appears at the container's /sys/fs/cgroup."""
+    paths = manager.host_paths()
+    if manager.version == 2:
+        return [CgroupSource(subdir="", fstype="cgroup2", data="", host_path=paths.get("", ""))]
+    sources = []
+    for h in cgroups.hierarchies():
+        if h.version == 2:
+            if "" in paths:
+                sources.append(CgroupSource(subdir="unified", fstype="cgroup2", data="",
+                                            host_path=paths[""]))
+            continue
+        if h.name not in paths:
+            continue
+        subdir = os.path.basename(h.mountpoint.rstrip("/"))
+        data = ",".join(h.controllers)
+        if data.startswith("name="):
+            data = "none," + data
+        aliases = tuple(c for c in h.controllers
+                        if "," in subdir and c != subdir and not c.startswith("name="))
+        sources.append(CgroupSource(subdir=subdir, fstype="cgroup", data=data,
+                                    host_path=paths[h.name], aliases=aliases))
+    return sources
+
+
+# Devices every container may use whatever the config says, as runc allows
+# them: mknod of anything (the node is useless without r/w access), the
+# standard nodes, ptys.
+_ALWAYS_ALLOWED = (
+    ("c", None, None, "m"), ("b", None, None, "m"),
+    ("c", 1, 3, "rwm"), ("c", 1, 8, "rwm"), ("c", 1, 7, "rwm"), ("c", 5, 0, "rwm"),
+    ("c", 1, 5, "rwm"), ("c", 1, 9, "rwm"), ("c", 136, None, "rwm"), ("c", 5, 2, "rwm"),
+    ("c", 5, 1, "rwm"),
+)
+
+
+def effective_resources(spec: Spec) -> Resources | None:
+    """The config's resources plus the device rules runc always adds."""
+    linux = spec.linux
+    if linux is None:
+        return None
+    resources = linux.resources
+    if resources is None or resources.devices is None:
+        return resources
+    rules = list(resources.devices)
+    rules += [DeviceCgroup(allow=True, type=t, major=ma, minor=mi, access=acc)
+              for t, ma, mi, acc in _ALWAYS_ALLOWED]
+    for dev in linux.devices or ():
+        rules.append(DeviceCgroup(allow=True, type="c" if dev.type == "u" else dev.type,
+                                  major=dev.major, minor=dev.minor, access="rwm"))
+    return msgspec.structs.replace(resources, devices=rules)

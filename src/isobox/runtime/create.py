@@ -1,0 +1,197 @@
+"""``create``: build the container and leave its init waiting for ``start``."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import pwd
+import signal
+import socket
+
+from isobox import cgroups
+from isobox.errors import AlreadyExists, InvalidArgument, NotFound
+from isobox.linux import capabilities, identity, proc
+from isobox.linux.files import atomic_write
+from isobox.oci.runtime_spec import IDMapping, Spec, decode_spec
+from isobox.runtime import process as procmod
+from isobox.runtime.cgroup import cgroup_path, cgroup_sources, effective_resources
+from isobox.runtime.hooks import run_hooks
+from isobox.runtime.init import InitConfig, stage1
+from isobox.runtime.state import EXEC_FIFO, Container, Record, Status, validate_id
+from isobox.runtime.sync import Channel
+from isobox.runtime.validate import namespace_map, validate_spec
+
+SETUP_TIMEOUT = 60.0
+
+
+def load_bundle(bundle: str) -> Spec:
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            return decode_spec(f.read())
+    except FileNotFoundError:
+        raise NotFound(f"{path} does not exist") from None
+
+
+def _write_id_map(pid: int, name: str, mappings: list[IDMapping]) -> None:
+    text = "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in mappings)
+    with open(f"/proc/{pid}/{name}", "w") as f:
+        f.write(text)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _owner() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def create(root: str, container_id: str, bundle: str, *, pid_file: str | None = None,
+           console_socket: str | socket.socket | None = None, no_pivot: bool = False,
+           preserve_fds: int = 0, systemd_cgroup: bool = False) -> Container:
+    validate_id(container_id)
+    bundle = os.path.abspath(bundle)
+    spec = load_bundle(bundle)
+    last_cap = proc.cap_last_cap()
+    rootfs = validate_spec(spec, bundle, last_cap)
+    ns = namespace_map(spec)
+    process = spec.process
+    assert process is not None
+    if process.terminal and console_socket is None:
+        raise InvalidArgument("cannot allocate a tty without --console-socket")
+    _, permitted, _ = capabilities.get()
+    available = permitted & capabilities.bounding(last_cap)
+    linux = spec.linux
+    plan = procmod.plan_for(process, linux.seccomp if linux else None, last_cap, available,
+                            preserve_fds)
+
+    os.makedirs(root, 0o711, exist_ok=True)
+    cdir = os.path.join(root, container_id)
+    try:
+        os.mkdir(cdir, 0o711)
+    except FileExistsError:
+        raise AlreadyExists(f"container with id exists: {container_id}") from None
+
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(_remove_dir, cdir)
+        old_umask = os.umask(0)
+        try:
+            os.mkfifo(os.path.join(cdir, EXEC_FIFO), 0o622)
+        finally:
+            os.umask(old_umask)
+        cg_path = cgroup_path(container_id, linux.cgroups_path if linux else None,
+                              systemd_cgroup)
+        manager = cgroups.new_manager(cg_path)
+        manager.create()
+        cleanup.callback(manager.destroy)
+        resources = effective_resources(spec)
+        if resources is not None:
+            manager.set(resources)
+        state_dir_fd = os.open(cdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        cleanup.callback(os.close, state_dir_fd)
+        console: socket.socket | None = None
+        if isinstance(console_socket, str):
+            console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            cleanup.callback(console.close)
+            try:
+                console.connect(console_socket)
+            except OSError as exc:
+                raise NotFound(f"console socket {console_socket}: {exc.strerror}") from None
+        else:
+            console = console_socket
+        cfg = InitConfig(
+            container_id=container_id, spec=spec, bundle=bundle, rootfs=rootfs,
+            namespaces=ns, plan=plan, cgroup_sources=cgroup_sources(manager),
+            no_pivot=no_pivot, state_dir_fd=state_dir_fd, console=console,
+        )
+        container = _spawn(cfg, manager, root, cleanup, cg_path)
+        if pid_file:
+            atomic_write(os.path.abspath(pid_file), str(container.record.pid).encode())
+        cleanup.pop_all()
+        os.close(state_dir_fd)
+        if isinstance(console_socket, str) and console is not None:
+            console.close()
+        return container
+    raise AssertionError("unreachable")
+
+
+def _spawn(cfg: InitConfig, manager: cgroups.Manager, root: str,
+           cleanup: contextlib.ExitStack, cg_path: str) -> Container:
+    parent, child = Channel.pair()
+    cleanup.callback(parent.close)
+    identity.set_child_subreaper()
+    stage1_pid = os.fork()
+    if stage1_pid == 0:
+        parent.close()
+        stage1(cfg, child)
+    child.close()
+    cleanup.callback(_reap, stage1_pid)
+    manager.apply(stage1_pid)
+    process = cfg.spec.process
+    if process is not None and process.oom_score_adj is not None:
+        identity.write_oom_score_adj(process.oom_score_adj, stage1_pid)
+    parent.send("go")
+    msg = parent.recv(SETUP_TIMEOUT)
+    if msg["t"] == "userns":
+        linux = cfg.spec.linux
+        assert linux is not None
+        _write_id_map(stage1_pid, "uid_map", linux.uid_mappings or [])
+        _write_id_map(stage1_pid, "gid_map", linux.gid_mappings or [])
+        parent.send("mapped")
+        msg = parent.recv(SETUP_TIMEOUT)
+    if msg["t"] != "pid":
+        parent.sock.close()
+        raise_child_error(msg)
+    init_pid = int(msg["pid"])
+    cleanup.callback(_kill_and_reap, init_pid)
+    os.waitpid(stage1_pid, 0)
+    record = Record(
+        id=cfg.container_id, bundle=cfg.bundle, rootfs=cfg.rootfs, pid=init_pid,
+        pid_start=proc.start_time(init_pid), created=_now(), owner=_owner(),
+        cgroup_path=cg_path, config=cfg.spec, no_pivot=cfg.no_pivot,
+    )
+    container = Container(root, record)
+    parent.expect("prestart", SETUP_TIMEOUT)
+    hooks = cfg.spec.hooks
+    if hooks is not None:
+        state = container.oci_state(Status.CREATING)
+        run_hooks("prestart", hooks.prestart, state)
+        run_hooks("createRuntime", hooks.create_runtime, state)
+    parent.send("prestart-done", pid=init_pid)
+    parent.expect("ready", SETUP_TIMEOUT)
+    container.save()
+    return container
+
+
+def raise_child_error(msg: dict[str, object]) -> None:
+    from isobox.runtime.sync import ChildFailed
+
+    if msg["t"] == "error":
+        raise ChildFailed(str(msg.get("msg")))
+    raise ChildFailed(f"container setup stopped unexpectedly ({msg['t']})")
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    _reap(pid)
+
+
+def _remove_dir(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

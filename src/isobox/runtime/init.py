@@ -1,0 +1,158 @@
+"""The processes forked by ``create``: stage 1 enters or makes namespaces,
+stage 2 becomes the container's init, builds its rootfs, waits for
+``start`` on the exec fifo and execs the user's program."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import NoReturn
+
+from isobox.errors import IsoboxError
+from isobox.linux import libc, namespaces, netdev
+from isobox.oci.runtime_spec import Spec, State
+from isobox.runtime import process as procmod
+from isobox.runtime.hooks import run_hooks
+from isobox.runtime.rootfs import CgroupSource, RootfsBuilder, apply_sysctl
+from isobox.runtime.state import EXEC_FIFO
+from isobox.runtime.sync import Channel, describe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InitConfig:
+    container_id: str
+    spec: Spec
+    bundle: str
+    rootfs: str
+    namespaces: dict[str, str | None]
+    plan: procmod.Plan
+    cgroup_sources: list[CgroupSource]
+    no_pivot: bool
+    state_dir_fd: int
+    console: socket.socket | None
+
+    @property
+    def new_userns(self) -> bool:
+        return "user" in self.namespaces and self.namespaces["user"] is None
+
+    @property
+    def in_userns(self) -> bool:
+        return "user" in self.namespaces
+
+
+def enter_namespaces(ns: dict[str, str | None], chan: Channel) -> None:
+    """Join the namespaces given by path, then unshare the new ones (user first)."""
+    fds = {kind: namespaces.open_ns(path) for kind, path in ns.items() if path}
+    try:
+        if "user" in fds:
+            namespaces.join(fds.pop("user"), "user")
+        elif "user" in ns:
+            namespaces.unshare(namespaces.CLONE_NEWUSER)
+            chan.send("userns")
+            chan.expect("mapped")
+        if "user" in ns:
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        for kind in namespaces.JOIN_ORDER:
+            if kind in fds:
+                namespaces.join(fds[kind], kind)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    flags = 0
+    for kind, path in ns.items():
+        if path is None and kind != "user":
+            flags |= namespaces.flag(kind)
+    if flags:
+        namespaces.unshare(flags)
+
+
+def stage1(cfg: InitConfig, chan: Channel) -> NoReturn:
+    try:
+        chan.expect("go")
+        enter_namespaces(cfg.namespaces, chan)
+        pid = os.fork()
+        if pid == 0:
+            stage2(cfg, chan)
+        chan.send("pid", pid=pid)
+        os._exit(0)
+    except BaseException as exc:
+        chan.fail(exc)
+        os._exit(1)
+
+
+def _hook_state(cfg: InitConfig, status: str, pid: int) -> State:
+    return State(oci_version=cfg.spec.oci_version, id=cfg.container_id, status=status,
+                 pid=pid, bundle=cfg.bundle, annotations=cfg.spec.annotations)
+
+
+def stage2(cfg: InitConfig, chan: Channel) -> NoReturn:
+    plan = cfg.plan
+    ready = False
+    try:
+        os.setsid()
+        if cfg.namespaces.get("network", "") is None:
+            netdev.set_up("lo")
+        builder = RootfsBuilder(cfg.spec, cfg.rootfs, cfg.bundle,
+                                cgroup_sources=cfg.cgroup_sources,
+                                cgroupns=cfg.namespaces.get("cgroup", "") is None,
+                                userns=cfg.in_userns)
+        builder.prepare()
+        chan.send("prestart")
+        host_pid = int(chan.expect("prestart-done")["pid"])
+        hooks = cfg.spec.hooks
+        if hooks is not None and hooks.create_container:
+            run_hooks("createContainer", hooks.create_container,
+                      _hook_state(cfg, "creating", host_pid))
+        builder.pivot(cfg.no_pivot)
+        builder.finish()
+        linux = cfg.spec.linux
+        if linux is not None and linux.sysctl:
+            apply_sysctl(linux.sysctl)
+        if cfg.spec.hostname:
+            libc.sethostname(cfg.spec.hostname)
+        if cfg.spec.domainname:
+            libc.setdomainname(cfg.spec.domainname)
+        if plan.terminal and cfg.console is not None:
+            procmod.setup_terminal(plan, cfg.console)
+        if cfg.console is not None:
+            cfg.console.close()
+        procmod.apply_limits(plan)
+        path = procmod.lookup_executable(plan.args[0], plan.env)
+        env = procmod.final_env(plan)
+        procmod.apply_identity(plan)
+        try:
+            os.chdir(plan.cwd)
+        except OSError as exc:
+            raise OSError(exc.errno, f"chdir to cwd ({plan.cwd!r}) set in config.json failed: "
+                          f"{exc.strerror}") from None
+        chan.send("ready")
+        ready = True
+        fifo = os.open(EXEC_FIFO, os.O_WRONLY | os.O_CLOEXEC, dir_fd=cfg.state_dir_fd)
+        os.write(fifo, b"0")
+        os.close(fifo)
+        os.close(cfg.state_dir_fd)
+        if hooks is not None and hooks.start_container:
+            run_hooks("startContainer", hooks.start_container,
+                      _hook_state(cfg, "created", host_pid))
+        procmod.exec_now(plan, path, env)
+    except BaseException as exc:
+        message = describe(exc)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("container init failed", exc_info=True)
+        chan.fail(exc)
+        if ready:
+            try:
+                os.write(2, f"isobox-runtime: {message}\n".encode())
+            except OSError:
+                pass
+        code = exc.exit_code if isinstance(exc, IsoboxError) else 1
+        if ready and isinstance(exc, OSError):
+            code = 127 if exc.errno == errno.ENOENT else 126
+        os._exit(code)
+

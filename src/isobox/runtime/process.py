@@ -1,0 +1,171 @@
+"""The container process's identity, applied in the last steps before execve.
+
+Everything here runs in the forked child after it switched into the
+container: it uses only modules imported before the switch, and never
+imports, so no code from the image's filesystem is ever loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from isobox.errors import CannotInvoke, CommandNotFound
+from isobox.linux import capabilities, console, identity, libc
+from isobox.linux import seccomp as seccomp_mod
+from isobox.oci.runtime_spec import Process, Seccomp
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass
+class Plan:
+    """A process to start in a container, with every name already parsed."""
+
+    args: list[str]
+    env: list[str]
+    cwd: str
+    uid: int
+    gid: int
+    groups: list[int] | None
+    umask: int | None
+    bounding: int
+    effective: int
+    permitted: int
+    inheritable: int
+    ambient: int
+    rlimits: list[tuple[str, int, int]]
+    no_new_privileges: bool
+    terminal: bool
+    console_size: tuple[int, int] | None
+    oom_score_adj: int | None
+    seccomp: seccomp_mod.SeccompFilter | None = None
+    preserve_fds: int = 0
+    last_cap: int = 40
+    extra_fds: list[int] = field(default_factory=list)
+
+
+def plan_for(process: Process, seccomp: Seccomp | None, last_cap: int,
+             available: int, preserve_fds: int = 0) -> Plan:
+    """Parse a process section. Capabilities the host itself lacks are left
+    out rather than failing, so a privileged container gets what the host has."""
+    caps = process.capabilities
+
+    def mask(name: str) -> int:
+        return capabilities.parse(getattr(caps, name) if caps else None, last_cap) & available
+
+    return Plan(
+        args=list(process.args or ()),
+        env=list(process.env or ()),
+        cwd=process.cwd or "/",
+        uid=process.user.uid,
+        gid=process.user.gid,
+        groups=process.user.additional_gids,
+        umask=process.user.umask,
+        bounding=mask("bounding"), effective=mask("effective"), permitted=mask("permitted"),
+        inheritable=mask("inheritable"), ambient=mask("ambient"),
+        rlimits=[(r.type, r.soft, r.hard) for r in process.rlimits or ()],
+        no_new_privileges=process.no_new_privileges,
+        terminal=process.terminal,
+        console_size=(process.console_size.height, process.console_size.width)
+        if process.console_size else None,
+        oom_score_adj=process.oom_score_adj,
+        seccomp=seccomp_mod.compile_filter(seccomp) if seccomp is not None else None,
+        preserve_fds=preserve_fds,
+        last_cap=last_cap,
+    )
+
+
+def env_value(env: list[str], key: str) -> str | None:
+    prefix = key + "="
+    for item in reversed(env):
+        if item.startswith(prefix):
+            return item[len(prefix):]
+    return None
+
+
+def lookup_executable(name: str, env: list[str]) -> str:
+    """Find the program as execvp would, inside the container's filesystem."""
+    if "/" in name:
+        candidates = [name]
+    else:
+        path = env_value(env, "PATH")
+        candidates = [os.path.join(d or ".", name) for d in (path or DEFAULT_PATH).split(":")]
+    for candidate in candidates:
+        try:
+            st = os.stat(candidate)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            raise CannotInvoke(f"exec: {name!r}: is a directory")
+        if not st.st_mode & 0o111:
+            raise CannotInvoke(f"exec: {name!r}: permission denied")
+        return candidate
+    if "/" in name:
+        raise CommandNotFound(f"exec: {name!r}: no such file or directory")
+    raise CommandNotFound(f"exec: {name!r}: executable file not found in $PATH")
+
+
+def setup_terminal(plan: Plan, console_sock: socket.socket) -> None:
+    """Open a pty inside the container, hand its master to whoever listens on
+    the console socket, and make the slave our stdio and controlling tty."""
+    master, slave = console.openpty()
+    if plan.console_size:
+        console.set_size(slave, *plan.console_size)
+    console.send_fd(console_sock, master, "/dev/ptmx")
+    os.close(master)
+    for target in (0, 1, 2):
+        os.dup2(slave, target)
+    console.make_controlling(0)
+    if slave > 2:
+        os.close(slave)
+
+
+def apply_limits(plan: Plan) -> None:
+    for name, soft, hard in plan.rlimits:
+        identity.set_rlimit(name, soft, hard)
+
+
+def apply_identity(plan: Plan, *, set_groups: bool = True) -> None:
+    """Bounding set, user and groups, then the other capability sets."""
+    if plan.seccomp is not None and not plan.no_new_privileges:
+        # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
+        # while we still have it, as runc does.
+        seccomp_mod.load(plan.seccomp)
+    capabilities.drop_bounding(plan.bounding, plan.last_cap)
+    capabilities.set_keepcaps(True)
+    identity.switch_user(plan.uid, plan.gid, plan.groups, set_groups=set_groups)
+    capabilities.set_keepcaps(False)
+    capabilities.set_sets(plan.effective, plan.permitted, plan.inheritable)
+    if plan.ambient:
+        capabilities.raise_ambient(plan.ambient, plan.last_cap)
+    if plan.umask is not None:
+        os.umask(plan.umask)
+    if plan.no_new_privileges:
+        identity.set_no_new_privs()
+
+
+def final_env(plan: Plan) -> list[str]:
+    env = list(plan.env)
+    if env_value(env, "HOME") is None:
+        env.append(f"HOME={identity.home_of(plan.uid) or '/'}")
+    return env
+
+
+def exec_now(plan: Plan, path: str, env: list[str]) -> NoReturn:
+    """Mark every fd the container must not see close-on-exec, then execve.
+
+    Raises OSError if execve fails; the caller reports it on the sync socket,
+    which closes by itself when execve succeeds."""
+    if plan.seccomp is not None and plan.no_new_privileges:
+        seccomp_mod.load(plan.seccomp)
+    libc.mark_cloexec_from(3 + plan.preserve_fds)
+    envp = {}
+    for item in env:
+        key, sep, value = item.partition("=")
+        if sep:
+            envp[key] = value
+    os.execve(path, plan.args, envp)
