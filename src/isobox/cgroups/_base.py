@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from isobox.errors import InvalidArgument, Unavailable
 
@@ -56,13 +55,16 @@ class Controller(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Hierarchy:
-    """A mounted cgroup hierarchy, as /proc/self/mountinfo shows it."""
+class Hierarchy(NamedTuple):
+    """A mounted cgroup hierarchy, as /proc/self/mountinfo shows it.
+
+    (A NamedTuple rather than a dataclass: importing dataclasses costs more
+    than the rest of this package, and this runs on every container start.)
+    """
 
     mountpoint: str
     #: v1: the controllers, e.g. ["cpu"], ["cpu", "cpuacct"], ["name=systemd"]; v2: [].
-    controllers: list[str] = field(default_factory=list)
+    controllers: list[str]
     version: int = 1
     #: The directory of the hierarchy that is mounted ("/" unless a sub-tree is).
     root: str = "/"

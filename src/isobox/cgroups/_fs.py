@@ -37,7 +37,7 @@ def write_error(exc: OSError, path: str, value: str) -> IsoboxError:
     reason = os.strerror(exc.errno) if exc.errno else str(exc)
     if exc.errno == errno.ENOENT:
         return Unavailable(f"cannot write {value!r} to {path}: the file does not exist "
-                           "(controller not available or not enabled)")
+                           "(not supported by this kernel, or the controller is not enabled)")
     msg = f"cannot write {value!r} to {path}: {reason}"
     if exc.errno in _INVALID:
         return InvalidArgument(msg)
@@ -59,11 +59,12 @@ def read(dirpath: str, name: str) -> str:
 def read_opt(dirpath: str, name: str) -> str | None:
     """Like read(), but None when the file does not exist."""
     try:
-        return read(dirpath, name)
-    except Unavailable:
-        if os.path.exists(os.path.join(dirpath, name)):
-            raise
+        with open(os.path.join(dirpath, name), encoding="ascii", errors="replace") as f:
+            return f.read().strip()
+    except FileNotFoundError:
         return None
+    except OSError:
+        return read(dirpath, name)  # raises Unavailable with the reason
 
 
 def to_int(text: str) -> int:

@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rootless", default="auto")
     p.add_argument("--criu", default=None, help=argparse.SUPPRESS)
     p.add_argument("-v", "--version", action="store_true")
-    sub = p.add_subparsers(dest="command")
+    sub = p.add_subparsers(dest="verb")
 
     def bundle_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("id")
@@ -322,12 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.version:
         print(f"isobox-runtime version {__version__}\nspec: {OCI_VERSION}")
         return 0
-    if not args.command:
+    if not args.verb:
         _parser().print_help()
         return 0
     _setup_logging(args)
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.verb](args)
     except (IsoboxError, OSError, ValueError, socket.error) as exc:
         from isobox.runtime.sync import describe
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install what isobox needs on a fresh Debian 12 machine (run as root):
+# the apt packages, a virtual environment in .venv, and isobox itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+packages=(python3 python3-venv python3-dev libseccomp2 busybox-static runc containerd
+          iproute2 procps ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ ! -x .venv/bin/python ]; then
+    /usr/bin/python3 -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/python -c "import isobox" # fail loudly if the install did not take

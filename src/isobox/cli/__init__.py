@@ -1,0 +1,1 @@
+"""``isobox``: Docker's verbs over the engine, daemonless (like Podman)."""

@@ -1,0 +1,1 @@
+"""``isoboxd``: the Docker Engine API over the engine."""

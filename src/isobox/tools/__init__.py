@@ -1,0 +1,1 @@
+"""Small helpers for demos and tests; no layer imports them."""
