@@ -352,7 +352,7 @@ def test_terminal_through_console_socket(runtime, bundle, tmp_path):
     def accept() -> None:
         conn, _ = server.accept()
         fds = array.array("i")
-        msg, anc, _, _ = conn.recvmsg(1024, socket.CMSG_SPACE(fds.itemsize))
+        _msg, anc, _, _ = conn.recvmsg(1024, socket.CMSG_SPACE(fds.itemsize))
         for level, kind, data in anc:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(data[: fds.itemsize])

@@ -146,10 +146,9 @@ def mkdir_all_in_root(root_fd: int, path: str, *, file: bool = False,
                 except FileNotFoundError:
                     raise OSError(errno.ENOENT, "dangling symlink in mount destination",
                                   path) from None
-            if not last:
-                if not stat.S_ISDIR(os.fstat(fd).st_mode):
-                    os.close(fd)
-                    raise NotADirectoryError(errno.ENOTDIR, "not a directory", prefix)
+            if not last and not stat.S_ISDIR(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory", prefix)
             os.close(parent)
             parent = fd
         return parent

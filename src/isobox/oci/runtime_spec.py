@@ -6,6 +6,8 @@ type are refused with the JSON path in the message.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from isobox.errors import InvalidArgument
@@ -252,7 +254,7 @@ _process_decoder = msgspec.json.Decoder(Process)
 _resources_decoder = msgspec.json.Decoder(Resources)
 
 
-def _decode(decoder: msgspec.json.Decoder, raw: bytes, what: str):  # type: ignore[no-untyped-def]
+def _decode(decoder: msgspec.json.Decoder[Any], raw: bytes, what: str) -> Any:
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:

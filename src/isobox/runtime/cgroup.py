@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from isobox import cgroups
 import msgspec
 
+from isobox import cgroups
 from isobox.errors import InvalidArgument
 from isobox.oci.runtime_spec import DeviceCgroup, Resources, Spec
 from isobox.runtime.rootfs import CgroupSource

@@ -11,7 +11,6 @@ import datetime
 import json
 import logging
 import os
-import socket
 import sys
 from collections.abc import Callable
 
@@ -37,10 +36,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
     root = logging.getLogger()
     root.setLevel(logging.DEBUG if args.debug else logging.WARNING)
     handler: logging.Handler
-    if args.log:
-        handler = logging.FileHandler(args.log)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
+    handler = logging.FileHandler(args.log) if args.log else logging.StreamHandler(sys.stderr)
     if args.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -289,7 +285,11 @@ def _cmd_update(a: argparse.Namespace) -> int:
 
     container = Container.load(a.root, a.id)
     if a.resources:
-        raw = sys.stdin.buffer.read() if a.resources == "-" else open(a.resources, "rb").read()
+        if a.resources == "-":
+            raw = sys.stdin.buffer.read()
+        else:
+            with open(a.resources, "rb") as f:
+                raw = f.read()
         resources = decode_resources(raw)
     else:
         fields: dict[str, object] = {}
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args)
     try:
         return COMMANDS[args.verb](args)
-    except (IsoboxError, OSError, ValueError, socket.error) as exc:
+    except (IsoboxError, OSError, ValueError) as exc:
         from isobox.runtime.sync import describe
 
         message = describe(exc)

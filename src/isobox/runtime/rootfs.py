@@ -14,9 +14,8 @@ import stat
 from dataclasses import dataclass
 
 from isobox.errors import InvalidArgument
-from isobox.linux import libc
+from isobox.linux import libc, proc
 from isobox.linux import mounts as m
-from isobox.linux import proc
 from isobox.oci.runtime_spec import Device, Mount, Spec
 
 
