@@ -17,7 +17,7 @@ from isobox.runtime.cgroup import manager_for
 
 DEFAULT_ROOT = "/run/isobox-runtime"
 EXEC_FIFO = "exec.fifo"
-_ID = re.compile(r"^[\w+\-.]+$")
+_ID = re.compile(r"[\w+\-.]+")
 
 
 class Status(enum.StrEnum):
@@ -63,7 +63,7 @@ _decoder = msgspec.json.Decoder(Record)
 
 
 def validate_id(container_id: str) -> None:
-    if not container_id or container_id in (".", "..") or not _ID.match(container_id):
+    if not container_id or container_id in (".", "..") or not _ID.fullmatch(container_id):
         raise InvalidArgument(f"invalid container id {container_id!r}")
 
 
