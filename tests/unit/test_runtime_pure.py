@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 
-import msgspec
 import pytest
 
 from isobox.errors import InvalidArgument
@@ -156,7 +155,7 @@ def test_format_list():
 
 def test_default_spec_round_trips():
     spec = decode_spec(spec_bytes())
-    assert msgspec.json.decode(encode(spec))["process"]["args"] == ["true"]
+    assert json.loads(encode(spec))["process"]["args"] == ["true"]
 
 
 def test_container_start_path_is_import_light():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from types import SimpleNamespace
 
 
 def stat_fields(pid: int) -> list[str]:
@@ -35,8 +35,9 @@ def is_alive(pid: int, expected_start: int | None = None) -> bool:
     return expected_start is None or int(fields[19]) == expected_start
 
 
-@dataclass(frozen=True)
-class MountInfo:
+class MountInfo(SimpleNamespace):
+    """One line of /proc/<pid>/mountinfo."""
+
     mount_id: int
     parent_id: int
     root: str

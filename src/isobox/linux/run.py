@@ -3,11 +3,12 @@ default, a timeout, and the command logged at debug."""
 
 from __future__ import annotations
 
-import logging
 import subprocess
 from collections.abc import Mapping, Sequence
 
-log = logging.getLogger(__name__)
+from isobox.linux.lazylog import get_logger
+
+log = get_logger(__name__)
 
 
 def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None,

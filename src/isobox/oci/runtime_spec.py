@@ -1,21 +1,21 @@
-"""The OCI runtime spec (config.json), versions 1.0 to 1.2, as msgspec Structs.
+"""The OCI runtime spec (config.json), versions 1.0 to 1.2, as typed records.
 
 Unknown fields are ignored (the spec allows extensions); fields of the wrong
-type are refused with the JSON path in the message.
+type are refused with the JSON path in the message. Records come from
+``isobox.oci.struct`` rather than msgspec to keep the container start path
+light (see that module).
 """
 
-from __future__ import annotations
-
+import json
 from typing import Any
 
-import msgspec
-
 from isobox.errors import InvalidArgument
+from isobox.oci.struct import Factory, Struct, ValidationError, convert, to_builtins
 
 OCI_VERSION = "1.2.0"
 
 
-class _Base(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
+class _Base(Struct):
     pass
 
 
@@ -49,7 +49,7 @@ class Rlimit(_Base):
 class Process(_Base):
     terminal: bool = False
     console_size: ConsoleSize | None = None
-    user: User = msgspec.field(default_factory=User)
+    user: User = Factory(User)  # type: ignore[assignment]
     args: list[str] | None = None
     command_line: str | None = None
     env: list[str] | None = None
@@ -96,8 +96,9 @@ class Namespace(_Base):
 
 
 class IDMapping(_Base):
-    container_id: int = msgspec.field(name="containerID")
-    host_id: int = msgspec.field(name="hostID")
+    __renames__ = {"container_id": "containerID", "host_id": "hostID"}
+    container_id: int
+    host_id: int
     size: int
 
 
@@ -124,9 +125,10 @@ class Memory(_Base):
     reservation: int | None = None
     swap: int | None = None
     kernel: int | None = None
-    kernel_tcp: int | None = msgspec.field(default=None, name="kernelTCP")
+    __renames__ = {"kernel_tcp": "kernelTCP", "disable_oom_killer": "disableOOMKiller"}
+    kernel_tcp: int | None = None
     swappiness: int | None = None
-    disable_oom_killer: bool | None = msgspec.field(default=None, name="disableOOMKiller")
+    disable_oom_killer: bool | None = None
     use_hierarchy: bool | None = None
     check_before_update: bool | None = None
 
@@ -162,10 +164,10 @@ class BlockIO(_Base):
     weight_device: list[WeightDevice] | None = None
     throttle_read_bps_device: list[ThrottleDevice] | None = None
     throttle_write_bps_device: list[ThrottleDevice] | None = None
-    throttle_read_iops_device: list[ThrottleDevice] | None = msgspec.field(
-        default=None, name="throttleReadIOPSDevice")
-    throttle_write_iops_device: list[ThrottleDevice] | None = msgspec.field(
-        default=None, name="throttleWriteIOPSDevice")
+    __renames__ = {"throttle_read_iops_device": "throttleReadIOPSDevice",
+                   "throttle_write_iops_device": "throttleWriteIOPSDevice"}
+    throttle_read_iops_device: list[ThrottleDevice] | None = None
+    throttle_write_iops_device: list[ThrottleDevice] | None = None
 
 
 class Pids(_Base):
@@ -181,7 +183,8 @@ class Resources(_Base):
     devices: list[DeviceCgroup] | None = None
     memory: Memory | None = None
     cpu: CPU | None = None
-    block_io: BlockIO | None = msgspec.field(default=None, name="blockIO")
+    __renames__ = {"block_io": "blockIO"}
+    block_io: BlockIO | None = None
     pids: Pids | None = None
     hugepage_limits: list[HugepageLimit] | None = None
     unified: dict[str, str] | None = None
@@ -249,34 +252,37 @@ class State(_Base):
     annotations: dict[str, str] | None = None
 
 
-_spec_decoder = msgspec.json.Decoder(Spec)
-_process_decoder = msgspec.json.Decoder(Process)
-_resources_decoder = msgspec.json.Decoder(Resources)
-
-
-def _decode(decoder: msgspec.json.Decoder[Any], raw: bytes, what: str) -> Any:
+def _decode(cls: Any, raw: bytes, what: str) -> Any:
     try:
-        return decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise InvalidArgument(f"invalid {what}: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise InvalidArgument(f"{what} is not valid JSON: {exc}") from exc
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidArgument(f"{what} is not valid JSON: {exc}") from None
+    try:
+        return convert(cls, data)
+    except ValidationError as exc:
+        raise InvalidArgument(f"invalid {what}: {exc}") from None
 
 
 def decode_spec(raw: bytes) -> Spec:
-    spec: Spec = _decode(_spec_decoder, raw, "config.json")
+    spec: Spec = _decode(Spec, raw, "config.json")
+    return spec
+
+
+def spec_from_builtins(data: dict[str, Any]) -> Spec:
+    spec: Spec = convert(Spec, data)
     return spec
 
 
 def decode_process(raw: bytes) -> Process:
-    proc: Process = _decode(_process_decoder, raw, "process.json")
+    proc: Process = _decode(Process, raw, "process.json")
     return proc
 
 
 def decode_resources(raw: bytes) -> Resources:
-    res: Resources = _decode(_resources_decoder, raw, "resources")
+    res: Resources = _decode(Resources, raw, "resources")
     return res
 
 
-def encode(value: msgspec.Struct) -> bytes:
-    return msgspec.json.encode(value)
+def encode(value: Struct) -> bytes:
+    return json.dumps(to_builtins(value)).encode()
+

@@ -10,22 +10,19 @@ the plain OCI struct that a runtime compiles.
 Pure: no I/O beyond reading the packaged default profile.
 """
 
-from __future__ import annotations
-
 import json
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
-import msgspec
-
 from isobox.errors import InvalidArgument
 from isobox.oci.runtime_spec import Seccomp, SeccompArg, SeccompSyscall
+from isobox.oci.struct import Struct, ValidationError, convert
 
 __all__ = ["docker_arch", "docker_default_profile", "to_oci"]
 
 
-class _Base(msgspec.Struct, rename="camel", kw_only=True):
+class _Base(Struct):
     pass
 
 
@@ -174,8 +171,8 @@ def to_oci(profile: Mapping[str, Any], *, capabilities: Sequence[str], arch: str
     or None to treat every ``minKernel`` as satisfied.
     """
     try:
-        prof = msgspec.convert(profile, _Profile)
-    except msgspec.ValidationError as exc:
+        prof = convert(_Profile, profile)
+    except ValidationError as exc:
         raise InvalidArgument(f"invalid seccomp profile: {exc}") from None
     if prof.architectures and prof.arch_map:
         raise InvalidArgument(

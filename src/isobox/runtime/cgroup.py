@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from isobox import cgroups
 from isobox.errors import InvalidArgument
 from isobox.oci.runtime_spec import DeviceCgroup, Resources, Spec
+from isobox.oci.struct import replace
 from isobox.runtime.rootfs import CgroupSource
 
 if TYPE_CHECKING:
@@ -44,12 +43,13 @@ def cgroup_sources(manager: cgroups.Manager) -> list[CgroupSource]:
     """How each hierarchy appears at the container's /sys/fs/cgroup."""
     paths = manager.host_paths()
     if manager.version == 2:
-        return [CgroupSource(subdir="", fstype="cgroup2", data="", host_path=paths.get("", ""))]
+        return [CgroupSource(subdir="", fstype="cgroup2", data="", host_path=paths.get("", ""),
+                             aliases=())]
     sources = []
     for h in cgroups.hierarchies():
         if h.version == 2:
             if "" in paths:
-                sources.append(CgroupSource(subdir="unified", fstype="cgroup2", data="",
+                sources.append(CgroupSource(subdir="unified", fstype="cgroup2", data="", aliases=(),
                                             host_path=paths[""]))
             continue
         if h.name not in paths:
@@ -90,4 +90,5 @@ def effective_resources(spec: Spec) -> Resources | None:
     for dev in linux.devices or ():
         rules.append(DeviceCgroup(allow=True, type="c" if dev.type == "u" else dev.type,
                                   major=dev.major, minor=dev.minor, access="rwm"))
-    return msgspec.structs.replace(resources, devices=rules)
+    updated: Resources = replace(resources, devices=rules)
+    return updated

@@ -1,136 +1,23 @@
 """``isobox-runtime``: runc's command line over the isobox runtime.
 
-argparse rather than click here: this runs on every container start and
-stop, and its import cost is part of the start time we measure.
+Each handler is a thin adapter: parse (``args.py``), one library call.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable
+from types import SimpleNamespace as Args
 
 from isobox import __version__
 from isobox.errors import InvalidArgument, IsoboxError
 from isobox.oci.runtime_spec import OCI_VERSION, Process, User, decode_process, decode_resources
-from isobox.runtime.state import DEFAULT_ROOT
-
-log = logging.getLogger("isobox.runtime")
+from isobox.runtime.args import command_usage, parse, usage
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({
-            "level": record.levelname.lower().replace("warning", "warn"),
-            "msg": record.getMessage(),
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat()
-            .replace("+00:00", "Z"),
-        })
-
-
-def _setup_logging(args: argparse.Namespace) -> None:
-    root = logging.getLogger()
-    root.setLevel(logging.DEBUG if args.debug else logging.WARNING)
-    handler: logging.Handler
-    handler = logging.FileHandler(args.log) if args.log else logging.StreamHandler(sys.stderr)
-    if args.log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("isobox-runtime: %(levelname)s %(message)s"))
-    root.addHandler(handler)
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="isobox-runtime",
-                                description="runc-compatible OCI runtime of isobox")
-    p.add_argument("--root", default=DEFAULT_ROOT, help="state directory")
-    p.add_argument("--log", default=None, help="log file")
-    p.add_argument("--log-format", default="text", choices=("text", "json"))
-    p.add_argument("--debug", action="store_true")
-    p.add_argument("--systemd-cgroup", action="store_true",
-                   help="read cgroupsPath as slice:prefix:name")
-    p.add_argument("--rootless", default="auto")
-    p.add_argument("--criu", default=None, help=argparse.SUPPRESS)
-    p.add_argument("-v", "--version", action="store_true")
-    sub = p.add_subparsers(dest="verb")
-
-    def bundle_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("id")
-        sp.add_argument("-b", "--bundle", default=".")
-        sp.add_argument("--console-socket", default=None)
-        sp.add_argument("--pid-file", default=None)
-        sp.add_argument("--no-pivot", action="store_true")
-        sp.add_argument("--no-new-keyring", action="store_true")
-        sp.add_argument("--preserve-fds", type=int, default=0)
-
-    bundle_args(sub.add_parser("create", help="create a container"))
-    run = sub.add_parser("run", help="create and run a container")
-    bundle_args(run)
-    run.add_argument("-d", "--detach", action="store_true")
-    run.add_argument("--keep", action="store_true")
-    for name in ("start", "state", "pause", "resume"):
-        sub.add_parser(name).add_argument("id")
-    kill = sub.add_parser("kill", help="send a signal to the container's init")
-    kill.add_argument("-a", "--all", action="store_true")
-    kill.add_argument("id")
-    kill.add_argument("signal", nargs="?", default="SIGTERM")
-    delete = sub.add_parser("delete", help="delete a container")
-    delete.add_argument("-f", "--force", action="store_true")
-    delete.add_argument("id")
-    ex = sub.add_parser("exec", help="run a process in a container")
-    ex.add_argument("--console-socket", default=None)
-    ex.add_argument("--cwd", default=None)
-    ex.add_argument("-e", "--env", action="append", default=[])
-    ex.add_argument("-t", "--tty", action="store_true")
-    ex.add_argument("-u", "--user", default=None)
-    ex.add_argument("-g", "--additional-gids", action="append", type=int, default=[])
-    ex.add_argument("-p", "--process", default=None)
-    ex.add_argument("-d", "--detach", action="store_true")
-    ex.add_argument("--pid-file", default=None)
-    ex.add_argument("--process-label", default=None)
-    ex.add_argument("--apparmor", default=None)
-    ex.add_argument("--no-new-privs", action="store_true")
-    ex.add_argument("-c", "--cap", action="append", default=[])
-    ex.add_argument("--preserve-fds", type=int, default=0)
-    ex.add_argument("--cgroup", default=None)
-    ex.add_argument("--ignore-paused", action="store_true")
-    ex.add_argument("id")
-    ex.add_argument("command", nargs=argparse.REMAINDER)
-    ls = sub.add_parser("list", help="list containers")
-    ls.add_argument("-f", "--format", default="table", choices=("table", "json"))
-    ls.add_argument("-q", "--quiet", action="store_true")
-    ps = sub.add_parser("ps", help="processes of a container")
-    ps.add_argument("-f", "--format", default="table", choices=("table", "json"))
-    ps.add_argument("id")
-    ps.add_argument("ps_args", nargs=argparse.REMAINDER)
-    ev = sub.add_parser("events", help="resource statistics of a container")
-    ev.add_argument("--stats", action="store_true")
-    ev.add_argument("--interval", default="5s")
-    ev.add_argument("id")
-    sp = sub.add_parser("spec", help="write a starting config.json")
-    sp.add_argument("-b", "--bundle", default=".")
-    sp.add_argument("--rootless", action="store_true")
-    sub.add_parser("features", help="what this runtime supports, as JSON")
-    up = sub.add_parser("update", help="change a container's resource limits")
-    up.add_argument("-r", "--resources", default=None)
-    up.add_argument("--memory", type=int, default=None)
-    up.add_argument("--memory-swap", type=int, default=None)
-    up.add_argument("--memory-reservation", type=int, default=None)
-    up.add_argument("--cpu-shares", type=int, default=None)
-    up.add_argument("--cpu-quota", type=int, default=None)
-    up.add_argument("--cpu-period", type=int, default=None)
-    up.add_argument("--cpuset-cpus", default=None)
-    up.add_argument("--cpuset-mems", default=None)
-    up.add_argument("--pids-limit", type=int, default=None)
-    up.add_argument("id")
-    return p
-
-
-def _cmd_create(a: argparse.Namespace) -> int:
+def _cmd_create(a: Args) -> int:
     from isobox.runtime.create import create
 
     create(a.root, a.id, a.bundle, pid_file=a.pid_file, console_socket=a.console_socket,
@@ -138,7 +25,7 @@ def _cmd_create(a: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_run(a: argparse.Namespace) -> int:
+def _cmd_run(a: Args) -> int:
     from isobox.runtime.run import run
 
     return run(a.root, a.id, a.bundle, detach=a.detach, pid_file=a.pid_file,
@@ -146,21 +33,21 @@ def _cmd_run(a: argparse.Namespace) -> int:
                preserve_fds=a.preserve_fds, keep=a.keep, systemd_cgroup=a.systemd_cgroup)
 
 
-def _cmd_start(a: argparse.Namespace) -> int:
+def _cmd_start(a: Args) -> int:
     from isobox.runtime.lifecycle import start
 
     start(a.root, a.id)
     return 0
 
 
-def _cmd_state(a: argparse.Namespace) -> int:
+def _cmd_state(a: Args) -> int:
     from isobox.runtime.query import state_json
 
     print(state_json(a.root, a.id))
     return 0
 
 
-def _cmd_kill(a: argparse.Namespace) -> int:
+def _cmd_kill(a: Args) -> int:
     from isobox.runtime.lifecycle import kill
     from isobox.runtime.signals import parse_signal
 
@@ -168,28 +55,28 @@ def _cmd_kill(a: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_delete(a: argparse.Namespace) -> int:
+def _cmd_delete(a: Args) -> int:
     from isobox.runtime.lifecycle import delete
 
     delete(a.root, a.id, force=a.force)
     return 0
 
 
-def _cmd_pause(a: argparse.Namespace) -> int:
+def _cmd_pause(a: Args) -> int:
     from isobox.runtime.lifecycle import pause
 
     pause(a.root, a.id)
     return 0
 
 
-def _cmd_resume(a: argparse.Namespace) -> int:
+def _cmd_resume(a: Args) -> int:
     from isobox.runtime.lifecycle import resume
 
     resume(a.root, a.id)
     return 0
 
 
-def _exec_process(a: argparse.Namespace) -> Process:
+def _exec_process(a: Args) -> Process:
     if a.process:
         with open(a.process, "rb") as f:
             return decode_process(f.read())
@@ -209,9 +96,9 @@ def _exec_process(a: argparse.Namespace) -> Process:
     if a.additional_gids:
         proc.user.additional_gids = list(a.additional_gids)
     if a.cap and proc.capabilities is not None:
-        import msgspec
+        from isobox.oci.struct import replace
 
-        caps = msgspec.structs.replace(proc.capabilities)
+        caps = replace(proc.capabilities)
         for field in ("bounding", "effective", "permitted"):
             setattr(caps, field, sorted(set(getattr(caps, field) or []) | set(a.cap)))
         proc.capabilities = caps
@@ -228,7 +115,7 @@ def _user(text: str | None, default: User) -> User:
         raise InvalidArgument(f"invalid --user {text!r}: use uid[:gid]") from None
 
 
-def _cmd_exec(a: argparse.Namespace) -> int:
+def _cmd_exec(a: Args) -> int:
     from isobox.runtime.exec import exec_in
 
     return exec_in(a.root, a.id, _exec_process(a), detach=a.detach, pid_file=a.pid_file,
@@ -236,14 +123,14 @@ def _cmd_exec(a: argparse.Namespace) -> int:
                    ignore_paused=a.ignore_paused)
 
 
-def _cmd_list(a: argparse.Namespace) -> int:
+def _cmd_list(a: Args) -> int:
     from isobox.runtime.query import format_list, list_rows
 
     sys.stdout.write(format_list(list_rows(a.root), a.format, a.quiet))
     return 0
 
 
-def _cmd_ps(a: argparse.Namespace) -> int:
+def _cmd_ps(a: Args) -> int:
     from isobox.runtime.query import pids, ps_table
 
     if a.format == "json":
@@ -253,7 +140,7 @@ def _cmd_ps(a: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_events(a: argparse.Namespace) -> int:
+def _cmd_events(a: Args) -> int:
     from isobox.runtime.query import events
 
     interval = a.interval.rstrip("s")
@@ -261,7 +148,7 @@ def _cmd_events(a: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_spec(a: argparse.Namespace) -> int:
+def _cmd_spec(a: Args) -> int:
     from isobox.runtime.spec import default_spec, dumps
 
     path = os.path.join(a.bundle, "config.json")
@@ -272,14 +159,14 @@ def _cmd_spec(a: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_features(a: argparse.Namespace) -> int:
+def _cmd_features(a: Args) -> int:
     from isobox.runtime.spec import dumps, features
 
     sys.stdout.write(dumps(features()))
     return 0
 
 
-def _cmd_update(a: argparse.Namespace) -> int:
+def _cmd_update(a: Args) -> int:
     from isobox.runtime.cgroup import manager_for
     from isobox.runtime.state import Container
 
@@ -309,7 +196,7 @@ def _cmd_update(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+COMMANDS: dict[str, Callable[[Args], int]] = {
     "create": _cmd_create, "run": _cmd_run, "start": _cmd_start, "state": _cmd_state,
     "kill": _cmd_kill, "delete": _cmd_delete, "pause": _cmd_pause, "resume": _cmd_resume,
     "exec": _cmd_exec, "list": _cmd_list, "ps": _cmd_ps, "events": _cmd_events,
@@ -318,14 +205,21 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = parse(sys.argv[1:] if argv is None else argv)
+    except InvalidArgument as exc:
+        print(f"isobox-runtime: {exc}", file=sys.stderr)
+        return 1
     if args.version:
         print(f"isobox-runtime version {__version__}\nspec: {OCI_VERSION}")
         return 0
-    if not args.verb:
-        _parser().print_help()
+    if args.verb is None or args.help:
+        sys.stdout.write(command_usage(args.verb) if args.verb else usage())
         return 0
-    _setup_logging(args)
+    if args.log or args.debug:
+        from isobox.runtime.cli_logging import setup_logging
+
+        setup_logging(args.log, args.log_format, args.debug)
     try:
         return COMMANDS[args.verb](args)
     except (IsoboxError, OSError, ValueError) as exc:
@@ -333,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
 
         message = describe(exc)
         if args.log:
-            log.error(message)
+            from isobox.linux.lazylog import get_logger
+
+            get_logger("isobox.runtime").error(message)
         print(f"isobox-runtime: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
 import pwd
 import signal
 import socket
+import time
 
 from isobox import cgroups
 from isobox.errors import AlreadyExists, InvalidArgument, NotFound
@@ -41,7 +41,10 @@ def _write_id_map(pid: int, name: str, mappings: list[IDMapping]) -> None:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+    """RFC 3339 in UTC with nanoseconds, as runc writes ``created``."""
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + \
+        f".{ns % 1_000_000_000:09d}Z"
 
 
 def _owner() -> str:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import subprocess
 
 from isobox.errors import IsoboxError
+from isobox.linux.lazylog import get_logger
 from isobox.oci.runtime_spec import Hook, State, encode
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class HookFailed(IsoboxError):
@@ -30,6 +29,11 @@ def run_hooks(kind: str, hooks: list[Hook] | None, state: State, *, fatal: bool 
 
 
 def run_hook(hook: Hook, payload: bytes) -> None:
+    # Imported here, not at the top: most containers have no hooks. A hook
+    # run inside the container (startContainer) finds it already imported by
+    # the init before pivot_root (see init.py).
+    import subprocess
+
     argv = list(hook.args or [hook.path])
     env = dict(item.split("=", 1) for item in (hook.env or ()) if "=" in item)
     try:

@@ -5,14 +5,14 @@ stage 2 becomes the container's init, builds its rootfs, waits for
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import socket
-from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import NoReturn
 
 from isobox.errors import IsoboxError
 from isobox.linux import libc, namespaces, netdev
+from isobox.linux.lazylog import get_logger
 from isobox.oci.runtime_spec import Spec, State
 from isobox.runtime import process as procmod
 from isobox.runtime.hooks import run_hooks
@@ -20,11 +20,10 @@ from isobox.runtime.rootfs import CgroupSource, RootfsBuilder, apply_sysctl
 from isobox.runtime.state import EXEC_FIFO
 from isobox.runtime.sync import Channel, describe
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
-@dataclass
-class InitConfig:
+class InitConfig(SimpleNamespace):
     container_id: str
     spec: Spec
     bundle: str
@@ -106,6 +105,8 @@ def stage2(cfg: InitConfig, chan: Channel) -> NoReturn:
         chan.send("prestart")
         host_pid = int(chan.expect("prestart-done")["pid"])
         hooks = cfg.spec.hooks
+        if hooks is not None and hooks.start_container:
+            import subprocess  # noqa: F401  (now, from the host: never after pivot_root)
         if hooks is not None and hooks.create_container:
             run_hooks("createContainer", hooks.create_container,
                       _hook_state(cfg, "creating", host_pid))
@@ -143,7 +144,7 @@ def stage2(cfg: InitConfig, chan: Channel) -> NoReturn:
         procmod.exec_now(plan, path, env)
     except BaseException as exc:
         message = describe(exc)
-        if log.isEnabledFor(logging.DEBUG):
+        if log.debug_enabled():
             log.debug("container init failed", exc_info=True)
         chan.fail(exc)
         if ready:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import select
 import signal
 import time
 
 from isobox.errors import Conflict, NotFound, Unavailable
+from isobox.linux.lazylog import get_logger
 from isobox.runtime.cgroup import manager_for
 from isobox.runtime.hooks import run_hooks
 from isobox.runtime.state import EXEC_FIFO, Container, Status
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def start(root: str, container_id: str) -> Container:

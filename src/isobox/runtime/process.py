@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import NoReturn
 
 from isobox.errors import CannotInvoke, CommandNotFound
@@ -21,8 +21,7 @@ from isobox.oci.runtime_spec import Process, Seccomp
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@dataclass
-class Plan:
+class Plan(SimpleNamespace):
     """A process to start in a container, with every name already parsed."""
 
     args: list[str]
@@ -42,10 +41,9 @@ class Plan:
     terminal: bool
     console_size: tuple[int, int] | None
     oom_score_adj: int | None
-    seccomp: seccomp_mod.SeccompFilter | None = None
-    preserve_fds: int = 0
-    last_cap: int = 40
-    extra_fds: list[int] = field(default_factory=list)
+    seccomp: seccomp_mod.SeccompFilter | None
+    preserve_fds: int
+    last_cap: int
 
 
 def plan_for(process: Process, seccomp: Seccomp | None, last_cap: int,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
+from types import SimpleNamespace
 
 from isobox.errors import InvalidArgument
 from isobox.linux import libc, proc
@@ -19,15 +19,14 @@ from isobox.linux import mounts as m
 from isobox.oci.runtime_spec import Device, Mount, Spec
 
 
-@dataclass(frozen=True)
-class CgroupSource:
+class CgroupSource(SimpleNamespace):
     """One cgroup hierarchy as the container should see it under /sys/fs/cgroup."""
 
     subdir: str               # "" for cgroup v2 (mounted at the destination itself)
     fstype: str               # "cgroup" or "cgroup2"
     data: str                 # mount data, e.g. "memory", "cpu,cpuacct", "none,name=systemd"
     host_path: str            # the container's cgroup directory on the host
-    aliases: tuple[str, ...] = ()
+    aliases: tuple[str, ...]
 
 
 DEFAULT_DEVICES = (

@@ -1,23 +1,20 @@
 """A container's persisted record and its lifecycle status."""
 
-from __future__ import annotations
-
 import enum
+import json
 import os
 import re
-import shutil
-
-import msgspec
 
 from isobox.errors import InvalidArgument, NotFound
 from isobox.linux import proc
 from isobox.linux.files import atomic_write
 from isobox.oci.runtime_spec import OCI_VERSION, Spec, State
+from isobox.oci.struct import Struct, ValidationError, convert, to_builtins
 from isobox.runtime.cgroup import manager_for
 
 DEFAULT_ROOT = "/run/isobox-runtime"
 EXEC_FIFO = "exec.fifo"
-_ID = re.compile(r"[\w+\-.]+")
+_ID = re.compile(r"[\w+\-.]+", re.ASCII)
 
 
 class Status(enum.StrEnum):
@@ -43,7 +40,7 @@ class Status(enum.StrEnum):
         return self in (Status.CREATED, Status.STOPPED)
 
 
-class Record(msgspec.Struct, kw_only=True):
+class Record(Struct):
     """What ``create`` leaves in <root>/<id>/state.json."""
 
     id: str
@@ -58,8 +55,6 @@ class Record(msgspec.Struct, kw_only=True):
     no_pivot: bool = False
 
 
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(Record)
 
 
 def validate_id(container_id: str) -> None:
@@ -80,7 +75,7 @@ class Container:
         return self.record.id
 
     @classmethod
-    def load(cls, root: str, container_id: str) -> Container:
+    def load(cls, root: str, container_id: str) -> "Container":
         validate_id(container_id)
         path = os.path.join(root, container_id, "state.json")
         try:
@@ -88,10 +83,10 @@ class Container:
                 raw = f.read()
         except FileNotFoundError:
             raise NotFound(f"container {container_id} does not exist") from None
-        return cls(root, _decoder.decode(raw))
+        return cls(root, convert(Record, json.loads(raw)))
 
     @classmethod
-    def all(cls, root: str) -> list[Container]:
+    def all(cls, root: str) -> list["Container"]:
         try:
             names = sorted(os.listdir(root))
         except FileNotFoundError:
@@ -100,12 +95,13 @@ class Container:
         for name in names:
             try:
                 found.append(cls.load(root, name))
-            except (NotFound, InvalidArgument, msgspec.DecodeError):
+            except (NotFound, InvalidArgument, ValidationError, ValueError):
                 continue
         return found
 
     def save(self) -> None:
-        atomic_write(os.path.join(self.dir, "state.json"), _encoder.encode(self.record), 0o600)
+        atomic_write(os.path.join(self.dir, "state.json"),
+                     json.dumps(to_builtins(self.record)).encode(), 0o600)
 
     def is_alive(self) -> bool:
         return proc.is_alive(self.record.pid, self.record.pid_start)
@@ -133,4 +129,6 @@ class Container:
         )
 
     def remove_dir(self) -> None:
+        import shutil  # only on delete: keeps create and start light
+
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -9,14 +9,15 @@ container still gets only the device nodes its spec creates in /dev.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
+
+from isobox.linux.lazylog import get_logger
 
 if TYPE_CHECKING:
     from isobox.oci.runtime_spec import Resources
 
 NAME = "devices"
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
 
 def apply(path: str, resources: Resources) -> None:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import TYPE_CHECKING, Any
 
 from isobox.cgroups import _base, _fs
 from isobox.cgroups.v2 import cpu, cpuset, devices, freezer, hugetlb, io, memory, pids, unified
 from isobox.errors import InvalidArgument, IsoboxError
+from isobox.linux.lazylog import get_logger
 
 if TYPE_CHECKING:
     from isobox.oci.runtime_spec import Resources
 
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
 #: The controllers set() drives, in order (unified is applied last, to override).
 CONTROLLERS: tuple[_base.Controller, ...] = (cpuset, memory, cpu, pids, io, hugetlb)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
 from isobox.cgroups import _fs
 from isobox.errors import InvalidArgument
+from isobox.linux.lazylog import get_logger
 
 if TYPE_CHECKING:
     from isobox.oci.runtime_spec import Resources
 
 NAME = "memory"
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
 
 def wants(resources: Resources) -> bool:
