@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from isobox import cgroups
 from isobox.errors import InvalidArgument
@@ -11,6 +10,7 @@ from isobox.oci.runtime_spec import DeviceCgroup, Resources, Spec
 from isobox.oci.struct import replace
 from isobox.runtime.rootfs import CgroupSource
 
+TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
 if TYPE_CHECKING:
     from isobox.runtime.state import Record
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from typing import NoReturn
 
 from isobox.errors import Conflict, InvalidArgument, IsoboxError
 from isobox.linux import capabilities, console, identity, libc, namespaces, proc
@@ -22,6 +21,10 @@ from isobox.runtime.cgroup import manager_for
 from isobox.runtime.state import Container, Status
 from isobox.runtime.sync import Channel, ChildFailed, describe
 from isobox.runtime.validate import namespace_map, validate_process
+
+TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 SETUP_TIMEOUT = 60.0
 

@@ -8,7 +8,6 @@ import errno
 import os
 import socket
 from types import SimpleNamespace
-from typing import NoReturn
 
 from isobox.errors import IsoboxError
 from isobox.linux import libc, namespaces, netdev
@@ -19,6 +18,10 @@ from isobox.runtime.hooks import run_hooks
 from isobox.runtime.rootfs import CgroupSource, RootfsBuilder, apply_sysctl
 from isobox.runtime.state import EXEC_FIFO
 from isobox.runtime.sync import Channel, describe
+
+TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 log = get_logger(__name__)
 

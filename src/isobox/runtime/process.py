@@ -11,12 +11,15 @@ import os
 import socket
 import stat
 from types import SimpleNamespace
-from typing import NoReturn
 
 from isobox.errors import CannotInvoke, CommandNotFound
 from isobox.linux import capabilities, console, identity, libc
 from isobox.linux import seccomp as seccomp_mod
 from isobox.oci.runtime_spec import Process, Seccomp
+
+TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

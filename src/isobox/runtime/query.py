@@ -7,12 +7,15 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any
 
 from isobox.errors import Conflict
 from isobox.oci.runtime_spec import encode
 from isobox.runtime.cgroup import manager_for
 from isobox.runtime.state import Container, Status
+
+TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def state_json(root: str, container_id: str) -> str:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from isobox.linux import capabilities, mounts, namespaces
 from isobox.oci.runtime_spec import OCI_VERSION
+
+TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                "TERM=xterm"]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from isobox.cgroups import _fs
 from isobox.errors import InvalidArgument
 
+TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
 if TYPE_CHECKING:
+    from typing import Any
+
     from isobox.oci.runtime_spec import Resources
 
 NAME = "cpu"

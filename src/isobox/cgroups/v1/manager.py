@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
 
 from isobox.cgroups import _base, _fs
 from isobox.cgroups.v1 import (
@@ -19,11 +18,15 @@ from isobox.cgroups.v1 import (
 )
 from isobox.errors import InvalidArgument, Unavailable
 
+TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
 if TYPE_CHECKING:
+    from typing import Any
+
+    from isobox.cgroups._protocols import Controller
     from isobox.oci.runtime_spec import Resources
 
 #: The controllers set() drives, in runc's order.
-CONTROLLERS: tuple[_base.Controller, ...] = (
+CONTROLLERS: tuple[Controller, ...] = (
     cpuset, devices, memory, cpu, cpuacct, pids, blkio, hugetlb,
 )
 

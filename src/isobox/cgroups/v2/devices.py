@@ -9,10 +9,9 @@ container still gets only the device nodes its spec creates in /dev.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from isobox.linux.lazylog import get_logger
 
+TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
 if TYPE_CHECKING:
     from isobox.oci.runtime_spec import Resources
 
