@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import _socket as socket  # not socket.py: it imports selectors, enums (~4 ms)
 import array
 import fcntl
 import os
-import socket
 import struct
 import termios
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import _socket as socket  # not socket.py: it imports selectors, enums (~4 ms)
 import contextlib
 import os
 import pwd
 import signal
-import socket
 import time
 
 from isobox import cgroups

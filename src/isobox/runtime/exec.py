@@ -7,9 +7,9 @@ interpreter) or its fds while it is being set up (runc CVE-2019-5736).
 
 from __future__ import annotations
 
+import _socket as socket  # not socket.py: it imports selectors, enums (~4 ms)
 import contextlib
 import os
-import socket
 
 from isobox.errors import Conflict, InvalidArgument, IsoboxError
 from isobox.linux import capabilities, console, identity, libc, namespaces, proc

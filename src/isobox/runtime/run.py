@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import _socket as socket  # not socket.py: it imports selectors, enums (~4 ms)
 import contextlib
-import socket
 
 from isobox.linux import console
 from isobox.runtime import foreground
