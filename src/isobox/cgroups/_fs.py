@@ -174,8 +174,13 @@ def _rmdir(path: str, deadline: float) -> None:
 
 def remove_tree(path: str, timeout: float) -> None:
     """rmdir ``path`` and every cgroup below it, leaf first, retrying EBUSY until timeout."""
-    if not os.path.isdir(path):
+    try:
+        os.rmdir(path)  # the usual case: a leaf whose tasks are gone
         return
+    except FileNotFoundError:
+        return
+    except OSError:
+        pass  # children, or tasks still exiting: walk and retry below
     deadline = time.monotonic() + timeout
     for sub, _dirs, _files in os.walk(path, topdown=False):
         _rmdir(sub, deadline)

@@ -110,19 +110,22 @@ def delete(root: str, container_id: str, force: bool = False) -> None:
     status = container.status()
     if status in (Status.RUNNING, Status.PAUSED) and not force:
         raise Conflict(f"cannot delete container {container_id} that is not stopped: {status}")
-    if status is not Status.STOPPED:
+    if status is not Status.STOPPED or not _own_pid_namespace(container):
+        # Without a pid namespace of its own, children can outlive init.
         _signal_all(container, signal.SIGKILL)
-    else:
-        manager = manager_for(container.record)
-        if manager.exists() and manager.pids():
-            # Without a pid namespace, children can outlive init.
-            _signal_all(container, signal.SIGKILL)
-    wait_stopped(container)
+        wait_stopped(container)
+    # With one, the kernel killed the rest with init; destroy() waits for
+    # the last of them to leave the cgroup.
     manager_for(container.record).destroy()
     hooks = container.record.config.hooks
     if hooks is not None and hooks.poststop:
         run_hooks("poststop", hooks.poststop, container.oci_state(Status.STOPPED), fatal=False)
     container.remove_dir()
+
+
+def _own_pid_namespace(container: Container) -> bool:
+    linux = container.record.config.linux
+    return any(ns.type == "pid" and not ns.path for ns in (linux.namespaces if linux else None) or ())
 
 
 def pause(root: str, container_id: str) -> None:
