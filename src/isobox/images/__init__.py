@@ -1,0 +1,1 @@
+"""Images: the content store, image records, layers, snapshots, archives, GC."""
