@@ -1,0 +1,1 @@
+"""The engine: Docker semantics over images, runtimes and networks; the only orchestrator."""

@@ -1,0 +1,1 @@
+"""OCI distribution client: pull into the content store, push from it."""
