@@ -278,11 +278,6 @@ def test_exec_setup_is_out_of_reach_of_container_processes(runtime, bundle):
     assert {path: fingerprint(path) for path in before} == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "init.py stage1/stage2 never call set_dumpable(False): the container init (the host "
-    "interpreter) waits for `start` dumpable, holding the O_PATH fd of the state dir "
-    "(create.py state_dir_fd); a process exec'd into the created container opens "
-    "/proc/1/exe and walks from /proc/1/fd/N up to the host's /"))
 def test_init_waiting_for_start_is_out_of_reach(runtime, bundle):
     """CVE-2019-5736 / CVE-2024-21626 against a created container: a process
     exec'd before `start` probes the waiting init (pid 1, still the runtime's
@@ -343,22 +338,14 @@ def test_no_host_fd_reaches_the_container(runtime, bundle, tmp_path, how):
 FD_SCAN = [f"/proc/self/fd/{n}" for n in range(3, 10)]
 CLIMBS = ["../../../..", "/../../../..", "/proc/../../..", "/proc/self/root/../..",
           "/proc/1/cwd", "/proc/1/root/.."]
-STATE_DIR_FD = pytest.mark.xfail(strict=True, reason=(
-    "init.py stage2 chdirs to process.cwd while the O_PATH fd of the host state dir "
-    "(create.py state_dir_fd) is open, and never checks the result: "
-    "cwd /proc/self/fd/3 starts the container in the host's state dir"))
-LEAKED_DIR_FD = pytest.mark.xfail(strict=True, reason=(
-    "init.py stage2 / exec.py _stage2 chdir to the cwd before the fds the container must "
-    "not get are closed (only marked close-on-exec), and never check the result: a "
-    "directory fd inherited from the caller makes /proc/self/fd/N a host cwd"))
 
 
 @pytest.mark.parametrize("how,trick", [
-    pytest.param("run", "fd-scan", marks=STATE_DIR_FD),
-    pytest.param("run", "caller-dir-fd", marks=LEAKED_DIR_FD),
+    ("run", "fd-scan"),
+    ("run", "caller-dir-fd"),
     ("run", "climb"),
     ("exec", "fd-scan"),
-    pytest.param("exec", "caller-dir-fd", marks=LEAKED_DIR_FD),
+    ("exec", "caller-dir-fd"),
     ("exec", "climb"),
 ])
 def test_cwd_cannot_point_outside_the_rootfs(runtime, bundle, tmp_path, how, trick):
@@ -651,11 +638,6 @@ def test_runtime_runs_nothing_from_the_image(runtime, bundle, tmp_path):
     assert set(ran) == set(HOOK_KINDS), ran
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "init.py stage2's error path logs with exc_info=True after pivot_root when --debug is "
-    "on: formatting the traceback reads the runtime's source paths inside the image "
-    "(linecache), and their coding cookie makes codecs import encodings.* from the image, "
-    "run by the container's init as root with every capability"))
 def test_debug_failure_after_the_switch_imports_nothing(runtime, bundle, tmp_path):
     """A container that fails after pivot_root, under --debug (as containerd
     runs runtimes when debugging): the traceback of the failure must not be

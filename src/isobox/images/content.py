@@ -169,7 +169,7 @@ class ContentStore:
         except FileNotFoundError:
             pass
 
-    def list(self) -> Iterator[str]:
+    def digests(self) -> Iterator[str]:
         base = os.path.join(self.root, "blobs")
         for algo in sorted(os.listdir(base)):
             for hexpart in sorted(os.listdir(os.path.join(base, algo))):

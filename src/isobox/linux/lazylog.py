@@ -40,6 +40,19 @@ class LazyLogger:
     def error(self, msg: str, *args: object, **kw: Any) -> None:
         self._logger().error(msg, *args, **kw)
 
+    def handler_fds(self) -> list[int]:
+        """fds of the configured log handlers (kept open across fd cleanups)."""
+        if "logging" not in sys.modules:
+            return []
+        fds = []
+        for handler in self._logger().root.handlers:
+            stream = getattr(handler, "stream", None)
+            try:
+                fds.append(stream.fileno())  # type: ignore[union-attr]
+            except (AttributeError, OSError, ValueError):
+                continue
+        return fds
+
     def debug_enabled(self) -> bool:
         """True only when logging is already loaded and set to debug; never imports."""
         return "logging" in sys.modules and bool(self._logger().isEnabledFor(10))

@@ -95,8 +95,6 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str | None = 
         resources = effective_resources(spec)
         if resources is not None:
             manager.set(resources)
-        state_dir_fd = os.open(cdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        cleanup.callback(os.close, state_dir_fd)
         console: socket.socket | None = None
         if isinstance(console_socket, str):
             console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -110,13 +108,12 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str | None = 
         cfg = InitConfig(
             container_id=container_id, spec=spec, bundle=bundle, rootfs=rootfs,
             namespaces=ns, plan=plan, cgroup_sources=cgroup_sources(manager),
-            no_pivot=no_pivot, state_dir_fd=state_dir_fd, console=console,
+            no_pivot=no_pivot, fifo_path=os.path.join(cdir, EXEC_FIFO), console=console,
         )
         container = _spawn(cfg, manager, root, cleanup, cg_path)
         if pid_file:
             atomic_write(os.path.abspath(pid_file), str(container.record.pid).encode())
         cleanup.pop_all()
-        os.close(state_dir_fd)
         if isinstance(console_socket, str) and console is not None:
             console.close()
         return container

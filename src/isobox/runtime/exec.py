@@ -12,7 +12,7 @@ import contextlib
 import os
 
 from isobox.errors import Conflict, InvalidArgument, IsoboxError
-from isobox.linux import capabilities, console, identity, libc, namespaces, proc
+from isobox.linux import capabilities, console, guard, identity, libc, namespaces, proc
 from isobox.linux.files import atomic_write
 from isobox.oci.runtime_spec import Process
 from isobox.runtime import foreground
@@ -101,6 +101,8 @@ def _stage1(init_pid: int, to_join: list[str], no_pivot: bool, plan: procmod.Pla
             chan: Channel, sock: socket.socket | None) -> NoReturn:
     try:
         identity.set_dumpable(False)
+        keep = {chan.fileno()} | ({sock.fileno()} if sock is not None else set())
+        guard.close_fds_except(keep, plan.preserve_fds)
         chan.expect("go")
         fds = {kind: namespaces.open_ns(f"/proc/{init_pid}/ns/{namespaces.proc_name(kind)}")
                for kind in to_join}
@@ -113,6 +115,7 @@ def _stage1(init_pid: int, to_join: list[str], no_pivot: bool, plan: procmod.Pla
             os.fchdir(root_fd)
             libc.chroot(".")
         os.close(root_fd)
+        guard.block_imports()  # the container's files are what imports would read now
         pid = os.fork()
         if pid == 0:
             _stage2(plan, chan, sock)
@@ -133,7 +136,7 @@ def _stage2(plan: procmod.Plan, chan: Channel, sock: socket.socket | None) -> No
         path = procmod.lookup_executable(plan.args[0], plan.env)
         env = procmod.final_env(plan)
         procmod.apply_identity(plan)
-        os.chdir(plan.cwd)
+        procmod.enter_cwd(plan.cwd)
         procmod.exec_now(plan, path, env)
     except BaseException as exc:
         chan.send("error", msg=describe(exc))

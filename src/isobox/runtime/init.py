@@ -10,13 +10,12 @@ import os
 from types import SimpleNamespace
 
 from isobox.errors import IsoboxError
-from isobox.linux import libc, namespaces, netdev
+from isobox.linux import guard, identity, libc, namespaces, netdev
 from isobox.linux.lazylog import get_logger
 from isobox.oci.runtime_spec import Spec, State
 from isobox.runtime import process as procmod
 from isobox.runtime.hooks import run_hooks
 from isobox.runtime.rootfs import CgroupSource, RootfsBuilder, apply_sysctl
-from isobox.runtime.state import EXEC_FIFO
 from isobox.runtime.sync import Channel, describe
 
 TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
@@ -35,7 +34,7 @@ class InitConfig(SimpleNamespace):
     plan: procmod.Plan
     cgroup_sources: list[CgroupSource]
     no_pivot: bool
-    state_dir_fd: int
+    fifo_path: str
     console: socket.socket | None
 
     @property
@@ -76,11 +75,20 @@ def enter_namespaces(ns: dict[str, str | None], chan: Channel) -> None:
 
 def stage1(cfg: InitConfig, chan: Channel) -> NoReturn:
     try:
+        # Until it execs the user's program, the init is the host's
+        # interpreter: keep every container process out of /proc/<pid>
+        # (exe, fds, cwd, root). execve makes the program dumpable again.
+        identity.set_dumpable(False)
+        # The fifo ``start`` writes to, opened while still the host's root (a
+        # user namespace's root could not read it). Read-write, so opening
+        # never blocks and reading blocks until ``start``; a fifo fd, not a
+        # directory fd, so nothing can climb from it.
+        start_fd = os.open(cfg.fifo_path, os.O_RDWR | os.O_CLOEXEC)
         chan.expect("go")
         enter_namespaces(cfg.namespaces, chan)
         pid = os.fork()
         if pid == 0:
-            stage2(cfg, chan)
+            stage2(cfg, chan, start_fd)
         chan.send("pid", pid=pid)
         os._exit(0)
     except BaseException as exc:
@@ -93,10 +101,14 @@ def _hook_state(cfg: InitConfig, status: str, pid: int) -> State:
                  pid=pid, bundle=cfg.bundle, annotations=cfg.spec.annotations)
 
 
-def stage2(cfg: InitConfig, chan: Channel) -> NoReturn:
+def stage2(cfg: InitConfig, chan: Channel, start_fd: int) -> NoReturn:
     plan = cfg.plan
-    ready = False
+    ready = switched = False
     try:
+        keep = {chan.fileno(), start_fd, *log.handler_fds()}
+        if cfg.console is not None:
+            keep.add(cfg.console.fileno())
+        guard.close_fds_except(keep, plan.preserve_fds)
         os.setsid()
         if cfg.namespaces.get("network", "") is None:
             netdev.set_up("lo")
@@ -114,6 +126,8 @@ def stage2(cfg: InitConfig, chan: Channel) -> NoReturn:
             run_hooks("createContainer", hooks.create_container,
                       _hook_state(cfg, "creating", host_pid))
         builder.pivot(cfg.no_pivot)
+        switched = True
+        guard.block_imports()
         builder.finish()
         linux = cfg.spec.linux
         if linux is not None and linux.sysctl:
@@ -130,24 +144,21 @@ def stage2(cfg: InitConfig, chan: Channel) -> NoReturn:
         path = procmod.lookup_executable(plan.args[0], plan.env)
         env = procmod.final_env(plan)
         procmod.apply_identity(plan)
-        try:
-            os.chdir(plan.cwd)
-        except OSError as exc:
-            raise OSError(exc.errno, f"chdir to cwd ({plan.cwd!r}) set in config.json failed: "
-                          f"{exc.strerror}") from None
+        procmod.enter_cwd(plan.cwd)
         chan.send("ready")
         ready = True
-        fifo = os.open(EXEC_FIFO, os.O_WRONLY | os.O_CLOEXEC, dir_fd=cfg.state_dir_fd)
-        os.write(fifo, b"0")
-        os.close(fifo)
-        os.close(cfg.state_dir_fd)
+        while not os.read(start_fd, 1):
+            pass
+        os.close(start_fd)
         if hooks is not None and hooks.start_container:
             run_hooks("startContainer", hooks.start_container,
                       _hook_state(cfg, "created", host_pid))
         procmod.exec_now(plan, path, env)
     except BaseException as exc:
         message = describe(exc)
-        if log.debug_enabled():
+        if log.debug_enabled() and not switched:
+            # Only before pivot_root: formatting a traceback reads source
+            # files, which afterwards would be the image's.
             log.debug("container init failed", exc_info=True)
         chan.fail(exc)
         if ready:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import select
 import signal
 import time
 
@@ -24,15 +23,14 @@ def start(root: str, container_id: str) -> Container:
             raise Conflict("cannot start a container that has stopped")
         raise Conflict(f"cannot start an already {status} container")
     fifo_path = os.path.join(container.dir, EXEC_FIFO)
-    fd = os.open(fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        while True:
-            if poller.poll(100) and os.read(fd, 1):
-                break
-            if not container.is_alive():
-                raise Conflict("container process exited before start")
+        # The init holds the fifo open for reading while it waits; with no
+        # reader left, opening for writing fails at once (ENXIO).
+        fd = os.open(fifo_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        raise Conflict("container process exited before start") from None
+    try:
+        os.write(fd, b"0")
     finally:
         os.close(fd)
     os.unlink(fifo_path)

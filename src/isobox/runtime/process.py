@@ -8,6 +8,7 @@ imports, so no code from the image's filesystem is ever loaded.
 from __future__ import annotations
 
 import _socket as socket  # not socket.py: it imports selectors, enums (~4 ms)
+import errno
 import os
 import stat
 from types import SimpleNamespace
@@ -123,6 +124,28 @@ def setup_terminal(plan: Plan, console_sock: socket.socket) -> None:
     console.make_controlling(0)
     if slave > 2:
         os.close(slave)
+
+
+def enter_cwd(cwd: str) -> None:
+    """chdir to the process's cwd, resolved inside the container's root:
+    no magic link (/proc/self/fd/N, /proc/self/cwd) can name a host directory."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = libc.openat2(root, cwd, os.O_PATH | os.O_DIRECTORY,
+                          resolve=libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS)
+    except OSError as exc:
+        raise OSError(exc.errno, f"chdir to cwd ({cwd!r}) set in config.json failed: "
+                      f"{os.strerror(exc.errno or 0)}") from None
+    finally:
+        os.close(root)
+    try:
+        os.fchdir(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.getcwd()
+    except OSError:
+        raise OSError(errno.EPERM, f"cwd ({cwd!r}) is outside the container") from None
 
 
 def apply_limits(plan: Plan) -> None:

@@ -99,8 +99,9 @@ class RootfsBuilder:
             else:
                 self._mount_fs(mount, dest, opts)
         except OSError as exc:
+            reason = exc.strerror or os.strerror(exc.errno or 0)
             raise OSError(exc.errno, f"mount {mount.source or fstype} to {dest}: "
-                          f"{os.strerror(exc.errno or 0)}") from None
+                          f"{reason.split(': ')[-1]}") from None
 
     def _resolve(self, dest: str) -> int:
         return m.resolve_in_root(self.root_fd, dest)
@@ -305,22 +306,51 @@ class RootfsBuilder:
             m.bind_remount("/", m.MS_RDONLY)
 
 
-def mask_path(path: str) -> None:
+def _open_in_root(path: str) -> int | None:
+    """O_PATH fd of path inside the (new) root, refusing magic links such as
+    /proc/self/fd/N; None when it does not exist."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        st = os.stat(path)
+        return libc.openat2(root, path, os.O_PATH,
+                            resolve=libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS)
     except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InvalidArgument(f"masked or read-only path {path} is a magic link") from None
+        raise
+    finally:
+        os.close(root)
+
+
+def _target(fd: int, path: str) -> str:
+    # /proc/self/fd/N names exactly what was resolved; without a /proc in the
+    # container fall back to the path, already resolved inside the new root.
+    target = m.fd_path(fd)
+    return target if os.path.exists(target) else path
+
+
+def mask_path(path: str) -> None:
+    fd = _open_in_root(path)
+    if fd is None:
         return
-    if stat.S_ISDIR(st.st_mode):
-        libc.mount("tmpfs", path, "tmpfs", m.MS_RDONLY)
-    else:
-        libc.mount("/dev/null", path, None, m.MS_BIND)
+    try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            libc.mount("tmpfs", _target(fd, path), "tmpfs", m.MS_RDONLY)
+        else:
+            libc.mount("/dev/null", _target(fd, path), None, m.MS_BIND)
+    finally:
+        os.close(fd)
 
 
 def readonly_path(path: str) -> None:
-    try:
-        libc.mount(path, path, None, m.MS_BIND | m.MS_REC)
-    except FileNotFoundError:
+    fd = _open_in_root(path)
+    if fd is None:
         return
+    try:
+        libc.mount(_target(fd, path), _target(fd, path), None, m.MS_BIND | m.MS_REC)
+    finally:
+        os.close(fd)
     m.bind_remount(path, m.MS_RDONLY, recursive=True)
 
 
