@@ -1,0 +1,117 @@
+"""Docker's output conventions: sizes, ages, tables, --format."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from isobox.cli.gotemplate import Template, is_table, table_body
+
+_UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
+
+
+def human_size(size: float) -> str:
+    """Docker's HumanSize: SI units, 3 significant digits (``4.26MB``)."""
+    i = 0
+    while size >= 1000 and i < len(_UNITS) - 1:
+        size /= 1000.0
+        i += 1
+    return f"{size:.3g}{_UNITS[i]}"
+
+
+def human_duration(seconds: float) -> str:
+    """Docker's HumanDuration."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(s / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
+
+
+def ago(timestamp: float | None, now: float | None = None) -> str:
+    if not timestamp:
+        return "N/A"
+    return human_duration((now or time.time()) - timestamp) + " ago"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Columns padded as Docker's tabwriter does (3 spaces between)."""
+    grid = [list(headers)] + [list(r) for r in rows]
+    widths = [max(len(row[i]) for row in grid) for i in range(len(headers))]
+    lines = []
+    for row in grid:
+        cells = [cell.ljust(widths[i]) if i < len(row) - 1 else cell
+                 for i, cell in enumerate(row)]
+        lines.append("   ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def render(fmt: str | None, rows: Sequence[Mapping[str, Any]], default_headers: Sequence[str],
+           default_keys: Sequence[str], header_names: Mapping[str, str] | None = None) -> str:
+    """Rows as Docker prints them: the default table, a ``table ...``
+    template with headers, ``json``, or a plain template per row."""
+    if fmt is None or fmt == "" or fmt == "table":
+        return table(default_headers, ([str(r[k]) for k in default_keys] for r in rows))
+    if fmt == "json":
+        return "".join(json.dumps(dict(r), separators=(",", ":")) + "\n" for r in rows)
+    template = Template(table_body(fmt))
+    if is_table(fmt):
+        header_row = Template(table_body(fmt)).render(_Headers(header_names or {}))
+        body = [template.render(r) for r in rows]
+        return _columns([header_row] + body)
+    return "".join(template.render(r) + "\n" for r in rows)
+
+
+class _Headers(dict):  # type: ignore[type-arg]
+    """Renders ``{{.Field}}`` as the field's column title."""
+
+    def __init__(self, names: Mapping[str, str]) -> None:
+        super().__init__()
+        self.names = names
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: str) -> str:
+        return self.names.get(key, _title(key))
+
+
+def _title(field: str) -> str:
+    out = []
+    for i, ch in enumerate(field):
+        if i and ch.isupper() and not field[i - 1].isupper():
+            out.append(" ")
+        out.append(ch.upper())
+    return "".join(out)
+
+
+def _columns(lines: list[str]) -> str:
+    split = [line.split("\t") for line in lines]
+    n = max(len(r) for r in split)
+    widths = [max((len(r[i]) for r in split if i < len(r)), default=0) for i in range(n)]
+    out = []
+    for row in split:
+        cells = [c.ljust(widths[i]) if i < len(row) - 1 else c for i, c in enumerate(row)]
+        out.append("   ".join(cells).rstrip())
+    return "\n".join(out) + "\n"
