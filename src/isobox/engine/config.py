@@ -1,0 +1,60 @@
+"""Engine configuration: built once in an entry point and passed down."""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+DEFAULT_ROOT = "/var/lib/isobox"
+DEFAULT_RUN_ROOT = "/run/isobox"
+
+
+class EngineConfig(SimpleNamespace):
+    """Where state lives and what the operator allowed.
+
+    ``root`` holds persistent state (images, containers, volumes);
+    ``run_root`` what dies with the host (sockets, runtime state). A custom
+    ``--root`` (or ISOBOX_ROOT) puts both under it, so tests run isolated.
+    """
+
+    root: str
+    run_root: str
+    config_dir: str
+    insecure_registries: list[str]
+
+    @property
+    def content_dir(self) -> str:
+        return os.path.join(self.root, "content")
+
+    @property
+    def images_db(self) -> str:
+        return os.path.join(self.root, "images.db")
+
+    @property
+    def snapshots_dir(self) -> str:
+        return os.path.join(self.root, "snapshots")
+
+    @property
+    def credentials_file(self) -> str:
+        return os.path.join(self.config_dir, "config.json")
+
+    @property
+    def certs_dir(self) -> str:
+        return os.path.join(self.config_dir, "certs.d")
+
+
+def load_config(root: str | None = None, *, insecure_registries: list[str] | None = None,
+                env: dict[str, str] | None = None) -> EngineConfig:
+    env = dict(os.environ) if env is None else env
+    root = root or env.get("ISOBOX_ROOT")
+    if root:
+        root = os.path.abspath(root)
+        run_root = os.path.join(root, "run")
+    else:
+        root, run_root = DEFAULT_ROOT, DEFAULT_RUN_ROOT
+    config_dir = env.get("ISOBOX_CONFIG") or os.path.join(
+        env.get("HOME") or os.path.expanduser("~"), ".isobox")
+    insecure = list(insecure_registries or [])
+    insecure += [r for r in env.get("ISOBOX_INSECURE_REGISTRIES", "").split(",") if r]
+    return EngineConfig(root=root, run_root=run_root, config_dir=config_dir,
+                        insecure_registries=insecure)
