@@ -10,6 +10,7 @@ and broken connections. Foreign exceptions become isobox errors here.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -45,21 +46,32 @@ class RetryPolicy:
 
 
 def is_retryable(exc: httpx.TransportError) -> bool:
-    return isinstance(exc, _RETRY_ERRORS) and cert_failure(exc) is None
+    """A broken or refused connection may work later; an unknown host name
+    or an untrusted certificate will not."""
+    if not isinstance(exc, _RETRY_ERRORS) or cert_failure(exc) is not None:
+        return False
+    return not any(isinstance(e, socket.gaierror) for e in _chain(exc))
 
 
 def cert_failure(exc: BaseException) -> str | None:
     """The verification message if ``exc`` comes from an untrusted certificate."""
-    seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None:
-            break
+    chain = _chain(exc)
+    for seen in chain:
         if isinstance(seen, ssl.SSLCertVerificationError):
             return str(seen.verify_message or seen.reason or seen)
+    for seen in chain:
         if "CERTIFICATE_VERIFY_FAILED" in str(seen):
             return str(seen)
-        seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    found: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(found) < 10 and seen not in found:
+        found.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return found
 
 
 def origin(url: httpx.URL) -> tuple[str, str, int | None]:
@@ -92,7 +104,7 @@ class HttpPool:
                 else:
                     transport = httpx.HTTPTransport(verify=ssl_context(key, self.tls))
                 found = httpx.Client(transport=transport, timeout=self._timeout,
-                                     headers=self._headers, follow_redirects=False)
+                                     follow_redirects=False)
                 self._clients[key] = found
             return found
 
@@ -104,6 +116,8 @@ class HttpPool:
         with ``stream`` its body is still to be read and the caller closes it.
         Raises Unavailable when the registry cannot be reached at all.
         """
+        for name, value in self._headers.items():
+            request.headers.setdefault(name, value)
         attempts = self.retry.attempts if retry else 1
         attempt = 0
         while True:
@@ -125,8 +139,12 @@ class HttpPool:
                           response.status_code)
                 retry_after = response.headers.get("retry-after")
                 response.close()
-            self._sleep(self.retry.delay(attempt, retry_after))
+            self.pause(attempt, retry_after)
             attempt += 1
+
+    def pause(self, attempt: int, retry_after: str | None = None) -> None:
+        """Wait before try ``attempt + 1`` (attempt counts from 0)."""
+        self._sleep(self.retry.delay(attempt, retry_after))
 
     def _follow(self, request: httpx.Request, stream: bool) -> httpx.Response:
         current = request

@@ -98,6 +98,9 @@ class Authenticator:
         self._tokens: dict[tuple[str, str, str, frozenset[str]], tuple[str, float]] = {}
         self._lock = threading.Lock()
 
+    def lookup(self, domain: str) -> Credentials | None:
+        return self._lookup(domain)
+
     def authorization(self, domain: str, challenge: Challenge | None,
                       scopes: Iterable[str], *, refresh: bool = False) -> str | None:
         """The ``Authorization`` value for a request, or None for anonymous."""
@@ -131,7 +134,7 @@ class Authenticator:
                                   f"{challenge.realm!r}") from exc
         if realm.scheme not in ("https", "http"):
             raise InvalidArgument(f"token realm {challenge.realm!r} is not an http(s) URL")
-        params: list[tuple[str, str]] = []
+        params: list[tuple[str, str | int | float | bool | None]] = []
         if challenge.service:
             params.append(("service", challenge.service))
         params += [("scope", scope) for scope in scopes]

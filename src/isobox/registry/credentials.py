@@ -93,9 +93,9 @@ def _decode_entry(entry: object, path: str, key: str) -> Credentials | None:
         if not sep:
             raise InvalidArgument(f"credentials file {path}: auth for {key} is not user:password")
         return Credentials(user, password)
-    user, password = entry.get("username"), entry.get("password")
-    if isinstance(user, str) and isinstance(password, str) and user:
-        return Credentials(user, password)
+    name, secret = entry.get("username"), entry.get("password")
+    if isinstance(name, str) and isinstance(secret, str) and name:
+        return Credentials(name, secret)
     return None
 
 

@@ -10,12 +10,14 @@ terminal, ``JSONProgress`` hands out the JSON objects of Docker's Engine API
 from __future__ import annotations
 
 import enum
+import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, TextIO
 
+from isobox.errors import IsoboxError
 from isobox.oci import digest as digests
 from isobox.oci import image_spec
 
@@ -38,7 +40,9 @@ class EventKind(enum.Enum):
 class ProgressEvent:
     kind: EventKind
     action: str      # "pull" or "push"
-    repository: str  # familiar name (``busybox``, ``127.0.0.1:5000/app``)
+    #: As Docker prints it: the path when pulling (``library/busybox``), the
+    #: full name when pushing (``docker.io/library/busybox``).
+    repository: str
     tag: str = ""    # the tag (or ``@digest``) asked for
     digest: str = ""
     media_type: str = ""
@@ -56,7 +60,7 @@ class ProgressEvent:
 
 
 class Progress(Protocol):
-    def __call__(self, event: ProgressEvent) -> None: ...
+    def __call__(self, event: ProgressEvent, /) -> None: ...
 
 
 def no_progress(event: ProgressEvent) -> None:
@@ -110,6 +114,35 @@ class JSONProgress:
                 self._emit(line)
 
 
+def json_stream(operation: Callable[[Progress], object], *,
+                poll: float = 0.1) -> Iterator[dict[str, Any]]:
+    """Run ``operation(progress)`` in a thread and yield Docker's JSON progress
+    objects as they come, for a streaming Engine API answer. An isobox error
+    ends the stream with Docker's error object (``{"errorDetail": {"message":
+    ...}, "error": ...}``); anything else is raised."""
+    lines: queue.Queue[dict[str, Any]] = queue.Queue()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            operation(JSONProgress(lines.put))
+        except BaseException as exc:  # handed to the consumer below
+            failure.append(exc)
+
+    worker = threading.Thread(target=run, name="isobox-progress", daemon=True)
+    worker.start()
+    while worker.is_alive() or not lines.empty():
+        try:
+            yield lines.get(timeout=poll)
+        except queue.Empty:
+            continue
+    worker.join()
+    if failure:
+        if not isinstance(failure[0], IsoboxError):
+            raise failure[0]
+        yield {"errorDetail": {"message": str(failure[0])}, "error": str(failure[0])}
+
+
 class PlainProgress:
     """Docker's lines when output is not a terminal: no byte counts."""
 
@@ -140,8 +173,13 @@ class RichProgress:
 
     def __init__(self, stream: TextIO) -> None:
         from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TransferSpeedColumn,
+        )
 
         self._console = Console(file=stream)
         self._bars = Progress(TextColumn("{task.description}"), BarColumn(),

@@ -119,8 +119,7 @@ def _load_folder(context: ssl.SSLContext, folder: str) -> None:
                 if not os.path.exists(key):
                     raise InvalidArgument(f"missing key {key} for client certificate {path}")
                 context.load_cert_chain(path, key)
-            elif name.endswith(".key"):
-                if not os.path.exists(path[: -len(".key")] + ".cert"):
-                    raise InvalidArgument(f"missing client certificate for key {path}")
+            elif name.endswith(".key") and not os.path.exists(path[: -len(".key")] + ".cert"):
+                raise InvalidArgument(f"missing client certificate for key {path}")
         except (ssl.SSLError, OSError) as exc:
             raise InvalidArgument(f"cannot load {path}: {exc}") from exc
