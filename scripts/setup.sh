@@ -4,13 +4,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
+# runtime: busybox-static (test images), runc and containerd (peers, ctr);
+# images: docker-registry, apache2-utils (htpasswd), openssl, skopeo, docker.io
+# (interop with the real dockerd), debootstrap (Debian base images).
 packages=(python3 python3-venv python3-dev libseccomp2 busybox-static runc containerd
-          iproute2 procps ca-certificates)
+          iproute2 procps ca-certificates docker-registry apache2-utils openssl skopeo
+          docker.io debootstrap)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
+    # Packages such as docker.io and docker-registry would start their
+    # services on install: tests start private instances instead.
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
