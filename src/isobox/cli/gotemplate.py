@@ -166,10 +166,10 @@ def _parse(source: str) -> list[_Node]:
             stack[-1][1].append(block)
             stack.append((block, block.body))
         elif keyword == "else":
-            block = stack[-1][0]
-            if block is None:
+            current = stack[-1][0]
+            if current is None:
                 raise InvalidArgument("template: unexpected {{else}}")
-            stack[-1] = (block, block.orelse)
+            stack[-1] = (current, current.orelse)
         elif keyword == "end":
             if len(stack) == 1:
                 raise InvalidArgument("template: unexpected {{end}}")

@@ -1,5 +1,4 @@
-"""The ``isobox`` command. The engine issues fill in the container verbs;
-for now it reports the version and what this host offers."""
+"""The ``isobox`` command: Docker's verbs, daemonless, straight over the engine."""
 
 from __future__ import annotations
 
@@ -11,17 +10,26 @@ import sys
 import click
 
 from isobox import __version__
+from isobox.cli import images as image_commands
+from isobox.cli.context import Context, make_context, pass_ctx
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-v", "--version", prog_name="isobox")
-def cli() -> None:
+@click.option("--root", envvar="ISOBOX_ROOT", default=None,
+              help="State directory (default /var/lib/isobox; also ISOBOX_ROOT)")
+@click.option("--insecure-registry", "insecure", multiple=True,
+              help="Registry to reach over plain HTTP or unverified TLS")
+@click.pass_context
+def cli(click_ctx: click.Context, root: str | None, insecure: tuple[str, ...]) -> None:
     """isobox: containers with process or VM isolation, Docker's interface."""
+    click_ctx.obj = make_context(root, insecure)
 
 
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-def info(fmt: str) -> None:
+@pass_ctx
+def info(ctx: Context, fmt: str) -> None:
     """Show what this host offers to containers."""
     from isobox.cgroups import detect_version
 
@@ -29,6 +37,7 @@ def info(fmt: str) -> None:
         "Version": __version__,
         "Kernel": platform.release(),
         "CgroupVersion": str(detect_version()),
+        "Root": ctx.config.root,
         "Runtimes": {
             name: path for name in ("isobox-runtime", "runc", "crun", "runsc")
             if (path := shutil.which(name))
@@ -42,6 +51,9 @@ def info(fmt: str) -> None:
         if isinstance(value, dict):
             value = ", ".join(f"{k} ({v})" for k, v in value.items())
         click.echo(f"{key}: {value}")
+
+
+image_commands.register(cli)
 
 
 def main() -> None:

@@ -79,7 +79,7 @@ def render(fmt: str | None, rows: Sequence[Mapping[str, Any]], default_headers: 
     if is_table(fmt):
         header_row = Template(table_body(fmt)).render(_Headers(header_names or {}))
         body = [template.render(r) for r in rows]
-        return _columns([header_row] + body)
+        return _columns([header_row, *body])
     return "".join(template.render(r) + "\n" for r in rows)
 
 

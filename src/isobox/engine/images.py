@@ -1,0 +1,477 @@
+"""Images as Docker users see them: pull, push, list, inspect, tag, remove,
+prune, save, load, import, bootstrap. The engine's one place that combines
+the content store, image records, snapshots and registries."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, BinaryIO
+
+from isobox.engine.config import EngineConfig
+from isobox.errors import Conflict, InvalidArgument, NotFound
+from isobox.images import archive, archive_load, bootstrap, importer
+from isobox.images.chain import chain_ids
+from isobox.images.content import ContentStore
+from isobox.images.records import ImageRecord, ImageRecords
+from isobox.images.snapshots import OverlaySnapshotter
+from isobox.oci import digest as digests
+from isobox.oci import image_spec as spec
+from isobox.oci import reference as refs
+
+#: Which containers use an image (the container store answers; images alone
+#: know of none).
+InUse = Callable[[str], list[str]]
+
+
+def _no_containers(image_id: str) -> list[str]:
+    return []
+
+
+class ImageService:
+    def __init__(self, config: EngineConfig, *, in_use: InUse = _no_containers) -> None:
+        self.config = config
+        os.makedirs(config.root, mode=0o711, exist_ok=True)
+        self.store = ContentStore(config.content_dir)
+        self.records = ImageRecords(config.images_db)
+        self.snapshots = OverlaySnapshotter(config.snapshots_dir)
+        self.in_use = in_use
+        self._registry: Any = None
+
+    def close(self) -> None:
+        self.records.close()
+        if self._registry is not None:
+            self._registry.close()
+
+    # -- locking --------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _gc_lock(self, exclusive: bool) -> Iterator[None]:
+        """Pulls and loads hold it shared, garbage collection exclusive: GC
+        never sees the blobs of an image that is half-way in."""
+        fd = os.open(os.path.join(self.config.root, "gc.lock"),
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    # -- registry ---------------------------------------------------------------
+
+    @property
+    def registry(self) -> Any:
+        if self._registry is None:
+            from isobox.registry import (
+                CredentialStore,
+                RegistryClient,
+                RegistryOptions,
+                certs_dirs_for,
+            )
+
+            self._registry = RegistryClient(
+                RegistryOptions(insecure=tuple(self.config.insecure_registries),
+                                certs_dirs=certs_dirs_for(self.config.config_dir)),
+                credentials=CredentialStore.with_docker_fallback(
+                    self.config.credentials_file, dict(os.environ)))
+        return self._registry
+
+    def pull(self, name: str, *, platform: str | None = None,
+             progress: Callable[[Any], None] | None = None) -> str:
+        ref = refs.parse(name)
+        plat = spec.parse_platform(platform) if platform else ("linux", "amd64", None)
+        with self._gc_lock(exclusive=False):
+            result = self.registry.pull(ref, self.store, platform=plat, progress=progress)
+            image_id = self._register(result.config_digest, result.manifest_digest,
+                                      result.config)
+            tagged_digest = result.index_digest or result.manifest_digest
+            if ref.tag:
+                self.records.tag(ref, image_id, tagged_digest)
+            self.records.tag(ref.with_digest(tagged_digest), image_id, tagged_digest)
+        return image_id
+
+    def push(self, name: str, *, progress: Callable[[Any], None] | None = None) -> str:
+        ref = refs.parse(name)
+        record = self.records.lookup(name)
+        pushed = self.registry.push(ref, self.store, record.manifest, progress=progress)
+        self.records.tag(ref.with_digest(pushed), record.id, pushed)
+        return str(pushed)
+
+    def login(self, registry: str, username: str, password: str) -> None:
+        self.registry.login(registry, username, password)
+
+    def logout(self, registry: str) -> bool:
+        return bool(self.registry.logout(registry))
+
+    # -- unpacking ----------------------------------------------------------------
+
+    def config_of(self, record: ImageRecord) -> spec.ImageConfig:
+        return spec.decode_config(self.store.read(record.id))
+
+    def manifest_of(self, record: ImageRecord) -> spec.Manifest:
+        return spec.decode_manifest(self.store.read(record.manifest))
+
+    def _register(self, config_digest: str, manifest_digest: str,
+                  config: spec.ImageConfig) -> str:
+        manifest = spec.decode_manifest(self.store.read(manifest_digest))
+        size = self.unpack(manifest, config)
+        self.records.add(config_digest, manifest_digest, config.created, size)
+        return config_digest
+
+    def unpack(self, manifest: spec.Manifest, config: spec.ImageConfig) -> int:
+        """Unpack every layer not yet unpacked; returns the image's size."""
+        diff_ids = config.rootfs.diff_ids
+        if len(diff_ids) != len(manifest.layers):
+            raise InvalidArgument(f"image has {len(manifest.layers)} layers but its config "
+                                  f"lists {len(diff_ids)} diff ids")
+        size = 0
+        parent: str | None = None
+        for layer, diff_id, chain in zip(manifest.layers, diff_ids, chain_ids(diff_ids),
+                                         strict=True):
+            with self.store.open(layer.digest) as blob:
+                size += self.snapshots.unpack_layer(chain, parent, blob, diff_id)
+            parent = chain
+        return size
+
+    def ensure_unpacked(self, record: ImageRecord) -> None:
+        """Layers may be missing after a load or a GC: unpack them again."""
+        config = self.config_of(record)
+        chains = chain_ids(config.rootfs.diff_ids)
+        if chains and self.snapshots.has_layer(chains[-1]):
+            return
+        self.unpack(self.manifest_of(record), config)
+
+    def top_layer(self, record: ImageRecord) -> str | None:
+        chains = chain_ids(self.config_of(record).rootfs.diff_ids)
+        return chains[-1] if chains else None
+
+    # -- names ----------------------------------------------------------------------
+
+    def get(self, name: str) -> ImageRecord:
+        return self.records.lookup(name)
+
+    def tag(self, source: str, target: str) -> None:
+        record = self.records.lookup(source)
+        ref = refs.parse(target)
+        if ref.digest:
+            raise InvalidArgument(f"refusing to create a tag with a digest reference: {target}")
+        self.records.tag(ref, record.id, None)
+
+    def repo_tags(self, record: ImageRecord) -> list[str]:
+        return [refs.parse(r).familiar() for r, _ in self.records.names_of(record.id)
+                if "@" not in r]
+
+    def repo_digests(self, record: ImageRecord) -> list[str]:
+        out = []
+        for ref_text, manifest in self.records.names_of(record.id):
+            if manifest and "@" in ref_text:
+                out.append(refs.parse(ref_text).familiar())
+        return sorted(set(out))
+
+    # -- listing and inspecting -------------------------------------------------------
+
+    def rows(self, *, all_images: bool = False,
+             filters: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Rows for ``images``: one per tag, one ``<none>`` row per untagged image."""
+        parsed = _parse_filters(filters)
+        rows = []
+        for record in self.records.all():
+            tags = self.repo_tags(record)
+            digests_ = self.repo_digests(record)
+            labels = (self.config_of(record).config or spec.ContainerConfig()).labels or {}
+            if not _keep(record, tags, labels, parsed):
+                continue
+            created = _epoch(record.created) or record.added
+            base = {"ID": record.id, "Created": created, "Size": record.size,
+                    "Labels": labels, "Containers": len(self.in_use(record.id))}
+            for tag in tags or [""]:
+                repo, tagname = _split_tag(tag) if tag else ("<none>", "<none>")
+                digest = next((d.partition("@")[2] for d in digests_
+                               if d.partition("@")[0] == repo), "<none>")
+                rows.append({**base, "Repository": repo, "Tag": tagname, "Digest": digest})
+        return rows
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        record = self.records.lookup(name)
+        config = self.config_of(record)
+        c = config.config or spec.ContainerConfig()
+        return {
+            "Id": record.id,
+            "RepoTags": self.repo_tags(record),
+            "RepoDigests": self.repo_digests(record),
+            "Parent": "",
+            "Comment": (config.history or [spec.History()])[-1].comment or "",
+            "Created": config.created or "",
+            "DockerVersion": "",
+            "Author": config.author or "",
+            "Config": {
+                "Hostname": "", "Domainname": "", "User": c.user or "",
+                "AttachStdin": False, "AttachStdout": False, "AttachStderr": False,
+                "ExposedPorts": c.exposed_ports, "Tty": False, "OpenStdin": False,
+                "StdinOnce": False, "Env": c.env, "Cmd": c.cmd,
+                "Healthcheck": _health(c.healthcheck), "ArgsEscaped": c.args_escaped,
+                "Image": "", "Volumes": c.volumes, "WorkingDir": c.working_dir or "",
+                "Entrypoint": c.entrypoint, "OnBuild": c.on_build, "Labels": c.labels,
+                "StopSignal": c.stop_signal, "Shell": c.shell,
+            },
+            "Architecture": config.architecture,
+            "Variant": config.variant,
+            "Os": config.os,
+            "Size": record.size,
+            "VirtualSize": record.size,
+            "GraphDriver": {"Name": "overlay2", "Data": None},
+            "RootFS": {"Type": "layers", "Layers": list(config.rootfs.diff_ids)},
+            "Metadata": {"LastTagTime": _rfc3339(record.added)},
+        }
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        record = self.records.lookup(name)
+        config = self.config_of(record)
+        manifest = self.manifest_of(record)
+        sizes = [layer.size for layer in manifest.layers]
+        rows = []
+        layer_index = 0
+        for entry in config.history or []:
+            size = 0
+            if not entry.empty_layer and layer_index < len(sizes):
+                size = sizes[layer_index]
+                layer_index += 1
+            rows.append({"ID": "<missing>", "Created": _epoch(entry.created),
+                         "CreatedBy": entry.created_by or "", "Size": size,
+                         "Comment": entry.comment or "", "Tags": None})
+        rows.reverse()
+        if rows:
+            rows[0]["ID"] = record.id
+            rows[0]["Tags"] = self.repo_tags(record)
+        return rows
+
+    # -- removing -----------------------------------------------------------------------
+
+    def remove(self, name: str, *, force: bool = False) -> list[str]:
+        """``rmi``: untag, and delete the image when no name is left.
+        Returns Docker's lines (``Untagged: ...``, ``Deleted: ...``)."""
+        record = self.records.lookup(name)
+        users = self.in_use(record.id)
+        names = self.records.names_of(record.id)
+        by_name = _is_reference(name) and any(
+            _same_name(name, r) for r, _ in names)
+        out = []
+        if by_name and not force and len([r for r, _ in names if "@" not in r]) > 1:
+            ref = refs.parse(name)
+            self.records.untag(ref)
+            return [f"Untagged: {ref.familiar()}"]
+        if users and not force:
+            raise Conflict(f"conflict: unable to remove repository reference \"{name}\" "
+                           f"(must force) - container {users[0][:12]} is using its "
+                           f"referenced image {digests.short_id(record.id)}")
+        if users:
+            # Docker keeps an image that a container uses, even with -f: untag only.
+            for ref_text, _ in names:
+                self.records.untag(refs.parse(ref_text))
+                out.append(f"Untagged: {refs.parse(ref_text).familiar()}")
+            return out
+        if not by_name and len([r for r, _ in names if "@" not in r]) > 1 and not force:
+            raise Conflict(f"conflict: unable to delete {digests.short_id(record.id)} (must be "
+                           "forced) - image is referenced in multiple repositories")
+        for ref_text, _ in names:
+            out.append(f"Untagged: {refs.parse(ref_text).familiar()}")
+        self.records.remove(record.id)
+        out.append(f"Deleted: {record.id}")
+        return out
+
+    def prune(self, *, all_images: bool = False) -> tuple[list[str], int]:
+        """Remove dangling images (all unused ones with all_images), then
+        collect blobs and layers nothing refers to. Returns (lines, bytes)."""
+        lines = []
+        for record in self.records.all():
+            if self.in_use(record.id):
+                continue
+            names = self.records.names_of(record.id)
+            tagged = any("@" not in r for r, _ in names)
+            if tagged and not all_images:
+                continue
+            for ref_text, _ in names:
+                lines.append(f"untagged: {refs.parse(ref_text).familiar()}")
+            self.records.remove(record.id)
+            lines.append(f"deleted: {record.id}")
+        return lines, self.collect_garbage()
+
+    def collect_garbage(self) -> int:
+        """Delete blobs and layer snapshots that no image refers to."""
+        with self._gc_lock(exclusive=True):
+            keep_blobs: set[str] = set()
+            keep_layers: set[str] = set()
+            for record in self.records.all():
+                keep_blobs |= {record.id, record.manifest}
+                for _, manifest in self.records.names_of(record.id):
+                    if manifest:
+                        keep_blobs.add(manifest)
+                try:
+                    manifest_ = self.manifest_of(record)
+                    config = self.config_of(record)
+                except NotFound:
+                    continue
+                keep_blobs |= {layer.digest for layer in manifest_.layers}
+                keep_layers |= set(chain_ids(config.rootfs.diff_ids))
+                keep_blobs |= self._index_children(keep_blobs)
+            freed = 0
+            for digest in list(self.store.digests()):
+                if digest not in keep_blobs:
+                    freed += self.store.size(digest)
+                    self.store.delete(digest)
+            for info in sorted(self.snapshots.list(), key=lambda i: -_depth(i, self.snapshots)):
+                if info.kind == "layer" and info.id not in keep_layers:
+                    try:
+                        self.snapshots.remove(info.id)
+                        freed += info.size
+                    except Conflict:
+                        continue  # a container's snapshot still stands on it
+            for stale in self.store.stale_ingests():
+                import shutil
+
+                shutil.rmtree(stale, ignore_errors=True)
+            return freed
+
+    def _index_children(self, blobs: set[str]) -> set[str]:
+        extra = set()
+        for digest in blobs:
+            try:
+                raw = self.store.read(digest)
+            except (NotFound, InvalidArgument):
+                continue
+            if len(raw) > 4 << 20:
+                continue
+            try:
+                if spec.media_type_of(raw) in spec.INDEX_TYPES:
+                    extra |= {m.digest for m in spec.decode_index(raw).manifests}
+            except InvalidArgument:
+                continue
+        return extra
+
+    # -- archives, import, bootstrap ---------------------------------------------------
+
+    def save(self, names: Sequence[str], out: BinaryIO, *, format: str = "docker") -> None:
+        archive.save(self.store, self.records, names, out, format=format)  # type: ignore[arg-type]
+
+    def load(self, src: BinaryIO) -> list[str]:
+        with self._gc_lock(exclusive=False):
+            loaded = archive_load.load(self.store, self.records, src)
+            lines = []
+            for image in loaded:
+                self.ensure_unpacked(self.records.get(image.id))
+                lines += [f"Loaded image: {t}" for t in image.tags] or \
+                    [f"Loaded image ID: {image.id}"]
+        return lines
+
+    def import_(self, src: BinaryIO, *, ref: str | None, changes: Sequence[str] = (),
+                message: str | None = None, source: str = "-") -> str:
+        with self._gc_lock(exclusive=False):
+            image_id = importer.import_rootfs(self.store, self.records, src, ref=ref,
+                                              changes=changes, message=message, source=source)
+            self.ensure_unpacked(self.records.get(image_id))
+        return image_id
+
+    def bootstrap(self, kind: str, *, ref: str | None = None, suite: str = "bookworm") -> str:
+        with self._gc_lock(exclusive=False):
+            if kind == "busybox":
+                image_id = bootstrap.bootstrap_busybox(self.store, self.records,
+                                                       ref=ref or "busybox:latest")
+            elif kind == "debian":
+                image_id = bootstrap.bootstrap_debian(self.store, self.records, suite=suite,
+                                                      ref=ref)
+            else:
+                raise InvalidArgument(f"unknown base image {kind!r}: want busybox or debian")
+            self.ensure_unpacked(self.records.get(image_id))
+        return image_id
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+def _depth(info: Any, snapshots: OverlaySnapshotter) -> int:
+    depth, parent = 0, info.parent
+    seen = {s.id: s for s in snapshots.list()}
+    while parent is not None and parent in seen and depth < 10000:
+        depth += 1
+        parent = seen[parent].parent
+    return depth
+
+
+def _split_tag(familiar: str) -> tuple[str, str]:
+    ref = refs.parse(familiar)
+    return ref.familiar_name, ref.tag or "<none>"
+
+
+def _is_reference(name: str) -> bool:
+    return not refs.looks_like_id(name)
+
+
+def _same_name(name: str, ref_text: str) -> bool:
+    try:
+        return str(refs.parse(name)) == ref_text
+    except InvalidArgument:
+        return False
+
+
+def _epoch(rfc3339: str | None) -> float:
+    if not rfc3339:
+        return 0.0
+    import datetime
+
+    text = rfc3339.replace("Z", "+00:00")
+    if "." in text:  # Python wants at most 6 fraction digits
+        head, _, tail = text.partition(".")
+        frac = "".join(ch for ch in tail if ch.isdigit())
+        zone = tail[len(frac):]
+        text = f"{head}.{frac[:6]}{zone}"
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _rfc3339(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e9):09d}Z"
+
+
+def _health(h: spec.HealthConfig | None) -> dict[str, Any] | None:
+    if h is None:
+        return None
+    return {"Test": h.test, "Interval": h.interval, "Timeout": h.timeout,
+            "StartPeriod": h.start_period, "Retries": h.retries}
+
+
+def _parse_filters(filters: Sequence[str]) -> dict[str, list[str]]:
+    parsed: dict[str, list[str]] = {}
+    for item in filters:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("dangling", "label", "reference", "before", "since"):
+            raise InvalidArgument(f"invalid filter {item!r}")
+        parsed.setdefault(key, []).append(value)
+    return parsed
+
+
+def _keep(record: ImageRecord, tags: list[str], labels: dict[str, str],
+          filters: dict[str, list[str]]) -> bool:
+    import fnmatch
+
+    for value in filters.get("dangling", []):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise InvalidArgument(f"invalid filter 'dangling={value}'")
+        if (value.lower() in ("true", "1")) == bool(tags):
+            return False
+    for value in filters.get("label", []):
+        key, sep, want = value.partition("=")
+        if key not in labels or (sep and labels[key] != want):
+            return False
+    refs_ = filters.get("reference", [])
+    return not (refs_ and not any(fnmatch.fnmatch(t, pat) or fnmatch.fnmatch(t.partition(":")[0], pat) for t in tags for pat in refs_))
+
+
+def terminal_progress(stream: Any) -> Any:
+    """Progress bars on a terminal, plain lines otherwise (for CLI pulls and pushes)."""
+    from isobox.registry import terminal_progress as make
+
+    return make(stream)
