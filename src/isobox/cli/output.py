@@ -50,7 +50,7 @@ def human_duration(seconds: float) -> str:
 
 
 def ago(timestamp: float | None, now: float | None = None) -> str:
-    if not timestamp:
+    if timestamp is None:
         return "N/A"
     return human_duration((now or time.time()) - timestamp) + " ago"
 

@@ -184,7 +184,8 @@ class ImageService:
             labels = (self.config_of(record).config or spec.ContainerConfig()).labels or {}
             if not _keep(record, tags, labels, parsed):
                 continue
-            created = _epoch(record.created) or record.added
+            created = _epoch(record.created)
+            created = record.added if created is None else created
             base = {"ID": record.id, "Created": created, "Size": record.size,
                     "Labels": labels, "Containers": len(self.in_use(record.id))}
             for tag in tags or [""]:
@@ -232,7 +233,7 @@ class ImageService:
         config = self.config_of(record)
         manifest = self.manifest_of(record)
         sizes = [layer.size for layer in manifest.layers]
-        rows = []
+        rows: list[dict[str, Any]] = []
         layer_index = 0
         for entry in config.history or []:
             size = 0
@@ -415,9 +416,9 @@ def _same_name(name: str, ref_text: str) -> bool:
         return False
 
 
-def _epoch(rfc3339: str | None) -> float:
+def _epoch(rfc3339: str | None) -> float | None:
     if not rfc3339:
-        return 0.0
+        return None
     import datetime
 
     text = rfc3339.replace("Z", "+00:00")
@@ -429,7 +430,7 @@ def _epoch(rfc3339: str | None) -> float:
     try:
         return datetime.datetime.fromisoformat(text).timestamp()
     except ValueError:
-        return 0.0
+        return None
 
 
 def _rfc3339(ts: float) -> str:
