@@ -1,0 +1,366 @@
+"""Containers with Docker's semantics: create, start, stop, kill, remove,
+list, inspect, wait, logs. Each running container has a monitor (the shim)
+that outlives this process; its state file is the truth about the process,
+the SQLite record the truth about the configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal as signals
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from isobox.engine import naming
+from isobox.engine.config import EngineConfig
+from isobox.engine.container_store import ContainerRecord, ContainerStore
+from isobox.engine.images import ImageService
+from isobox.errors import Conflict, InvalidArgument, IsoboxError, NotFound, Unavailable
+from isobox.linux import proc
+from isobox.linux.files import atomic_write
+
+TERMINAL = ("exited", "dead", "created")
+
+
+class ContainerService:
+    def __init__(self, config: EngineConfig, images: ImageService) -> None:
+        self.config = config
+        self.images = images
+        os.makedirs(os.path.join(config.root, "containers"), mode=0o711, exist_ok=True)
+        self.store = ContainerStore(os.path.join(config.root, "containers.db"))
+        images.in_use = self.store.using_image
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- paths ------------------------------------------------------------------
+
+    def dir(self, container_id: str) -> str:
+        return os.path.join(self.config.root, "containers", container_id)
+
+    @property
+    def runtime_root(self) -> str:
+        return os.path.join(self.config.run_root, "runtime")
+
+    def log_path(self, container_id: str) -> str:
+        return os.path.join(self.dir(container_id), f"{container_id}-json.log")
+
+    # -- events -------------------------------------------------------------------
+
+    def event(self, record: ContainerRecord, action: str, **extra: str) -> None:
+        attrs = {"image": record.image, "name": record.name, **extra}
+        self.store.add_event("container", action, record.id, attrs)
+
+    # -- lookups and reconciliation --------------------------------------------------
+
+    def get(self, ref: str) -> ContainerRecord:
+        return self.reconcile(self.store.lookup(ref))
+
+    def reconcile(self, record: ContainerRecord) -> ContainerRecord:
+        """Merge what the monitor last wrote with what is really running."""
+        path = os.path.join(self.dir(record.id), "state.json")
+        try:
+            with open(path, "rb") as f:
+                shim_state = json.loads(f.read())
+        except (FileNotFoundError, ValueError):
+            return record
+        state = dict(record.state)
+        shim_alive = proc.is_alive(int(shim_state.get("shim_pid") or 0))
+        status = shim_state.get("status", "created")
+        pid = int(shim_state.get("pid") or 0)
+        if not shim_alive and status in ("running", "created", "restarting"):
+            # The monitor died (killed, host crash...): ask the kernel.
+            if pid and proc.is_alive(pid):
+                status = "running"
+            else:
+                status = "exited"
+                shim_state.setdefault("exit_code", 255)
+                self._cleanup_after_monitor(record)
+        state.update({
+            "Status": status,
+            "Running": status in ("running", "paused"),
+            "Paused": status == "paused",
+            "Restarting": status == "restarting",
+            "OOMKilled": bool(shim_state.get("oom_killed")),
+            "Pid": pid if status in ("running", "paused") else 0,
+            "ExitCode": int(shim_state.get("exit_code") or 0),
+            "Error": shim_state.get("error") or "",
+            "StartedAt": shim_state.get("started_at") or state["StartedAt"],
+            "FinishedAt": shim_state.get("finished_at") or state["FinishedAt"],
+            "RestartCount": int(shim_state.get("restart_count") or 0),
+        })
+        if status == "running" and self._frozen(record):
+            state.update({"Status": "paused", "Paused": True})
+        if state != record.state:
+            self.store.set_state(record.id, state)
+            record.state = state
+        return record
+
+    def _frozen(self, record: ContainerRecord) -> bool:
+        path = f"/sys/fs/cgroup/freezer/isobox/{record.id}/freezer.state"
+        try:
+            with open(path) as f:
+                return f.read().strip() == "FROZEN"
+        except OSError:
+            return False
+
+    def _cleanup_after_monitor(self, record: ContainerRecord) -> None:
+        """A monitor that died cannot unmount or delete: do it for it."""
+        from isobox.images.snapshots import unmount
+        from isobox.runtime.lifecycle import delete
+
+        try:
+            delete(self.runtime_root, record.id, force=True)
+        except IsoboxError:
+            pass
+        rootfs = os.path.join(self.dir(record.id), "bundle", "rootfs")
+        try:
+            unmount(rootfs, detach=True)
+        except (OSError, IsoboxError):
+            pass
+
+    # -- create ------------------------------------------------------------------------
+
+    def create(self, request: dict[str, Any], *, name: str | None = None,
+               pull: str = "missing", platform: str | None = None,
+               progress: Any = None) -> str:
+        """Docker's POST /containers/create: ``request`` is its body (Config
+        fields, HostConfig, NetworkingConfig). Returns the container id."""
+        from isobox.engine import bundle
+
+        image_name = request.get("Image") or ""
+        if not image_name:
+            raise InvalidArgument("an image name is required")
+        host = request.get("HostConfig") or {}
+        isolation = (host.get("Isolation") or "default").lower()
+        if isolation not in ("", "default", "process", "vm", "hyperv"):
+            raise InvalidArgument(f"invalid isolation {isolation!r}: want process, vm or hyperv")
+        if isolation in ("vm", "hyperv"):
+            raise Unavailable("VM isolation (--isolation=vm) is not available yet: it arrives "
+                              "with its own issue; use --isolation=process")
+        runtime = host.get("Runtime") or "isobox-runtime"
+        if runtime not in ("isobox-runtime", "runc", "crun", "runsc"):
+            raise InvalidArgument(f"unknown or invalid runtime name: {runtime}")
+        if runtime != "isobox-runtime" and shutil.which(runtime) is None:
+            raise Unavailable(f"runtime {runtime} is not installed")
+        record = self._image_for(image_name, pull, platform, progress)
+        cid = naming.new_id()
+        if name:
+            name = naming.validate_name(name)
+        else:
+            name = naming.random_name(lambda n: self._name_taken(n))
+        snapshot = f"ctr-{cid}"
+        self.store.insert(id=cid, name=name, image=image_name, image_id=record.id,
+                          request=request, snapshot=snapshot, runtime=runtime,
+                          isolation="process")
+        try:
+            mounts = self.images.snapshots.prepare(snapshot, self.images.top_layer(record))
+            bundle.write(self, self.store.get(cid), record, mounts)
+        except BaseException:
+            self._forget(cid, snapshot)
+            raise
+        self.event(self.store.get(cid), "create")
+        return cid
+
+    def _name_taken(self, name: str) -> bool:
+        try:
+            self.store.lookup(name)
+        except NotFound:
+            return False
+        return True
+
+    def _image_for(self, name: str, pull: str, platform: str | None, progress: Any) -> Any:
+        if pull not in ("missing", "always", "never"):
+            raise InvalidArgument(f"invalid pull option {pull!r}: want missing, always or never")
+        if pull == "always":
+            self.images.pull(name, platform=platform, progress=progress)
+        try:
+            record = self.images.get(name)
+        except NotFound:
+            if pull == "never":
+                raise NotFound(f"No such image: {name}") from None
+            self.images.pull(name, platform=platform, progress=progress)
+            record = self.images.get(name)
+        self.images.ensure_unpacked(record)
+        return record
+
+    def _forget(self, cid: str, snapshot: str) -> None:
+        try:
+            self.images.snapshots.remove(snapshot)
+        except (IsoboxError, OSError):
+            pass
+        shutil.rmtree(self.dir(cid), ignore_errors=True)
+        self.store.delete(cid)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def shim(self, record: ContainerRecord) -> Any:
+        from isobox.shim.client import ShimClient
+
+        return ShimClient(self.dir(record.id))
+
+    def launch(self, record: ContainerRecord) -> None:
+        """Start the monitor; the container is then created (not yet started)."""
+        from isobox.shim.client import launch
+
+        state_file = os.path.join(self.dir(record.id), "state.json")
+        if os.path.exists(state_file):
+            os.unlink(state_file)  # a previous run's; the new monitor writes its own
+        launch(self.dir(record.id))
+
+    def start(self, ref: str) -> ContainerRecord:
+        record = self.get(ref)
+        status = record.state["Status"]
+        if status in ("running", "paused", "restarting"):
+            return record
+        self.launch(record)
+        self.shim(record).start()
+        record = self.get(record.id)
+        self.event(record, "start")
+        return record
+
+    def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
+        record = self.get(ref)
+        if record.state["Status"] not in ("running", "paused", "restarting"):
+            return
+        config = record.request
+        if timeout is None:
+            timeout = config.get("StopTimeout") or 10
+        sig = parse_signal(signal or config.get("StopSignal") or "SIGTERM")
+        if record.state["Status"] == "paused":
+            self.shim(record).resume()
+        try:
+            self.shim(record).stop(sig, timeout)
+        except IsoboxError:
+            self._kill_without_monitor(record)
+        record = self.get(record.id)
+        self.event(record, "kill", signal=str(sig))
+        self.event(record, "die", exitCode=str(record.state["ExitCode"]))
+        self.event(record, "stop")
+
+    def _kill_without_monitor(self, record: ContainerRecord) -> None:
+        from isobox.runtime.lifecycle import delete
+
+        try:
+            delete(self.runtime_root, record.id, force=True)
+        except IsoboxError:
+            pass
+        self._cleanup_after_monitor(record)
+
+    def kill(self, ref: str, signal: str = "KILL") -> None:
+        record = self.get(ref)
+        if record.state["Status"] not in ("running", "paused", "restarting"):
+            raise Conflict(f"Cannot kill container: {record.id}: Container {record.id} is "
+                           "not running")
+        sig = parse_signal(signal)
+        self.shim(record).kill(sig)
+        self.event(record, "kill", signal=str(sig))
+
+    def restart(self, ref: str, timeout: int | None = None) -> None:
+        self.stop(ref, timeout)
+        self.start(ref)
+        self.event(self.get(ref), "restart")
+
+    def pause(self, ref: str) -> None:
+        record = self.get(ref)
+        if record.state["Status"] != "running":
+            raise Conflict(f"Container {record.id} is not running")
+        self.shim(record).pause()
+        self.event(record, "pause")
+
+    def unpause(self, ref: str) -> None:
+        record = self.get(ref)
+        if record.state["Status"] != "paused":
+            raise Conflict(f"Container {record.id} is not paused")
+        self.shim(record).resume()
+        self.event(record, "unpause")
+
+    def wait(self, ref: str, condition: str = "not-running") -> int:
+        record = self.get(ref)
+        if record.state["Status"] in ("running", "paused", "restarting"):
+            try:
+                code, _ = self.shim(record).wait()
+                record = self.get(record.id)
+                return int(record.state["ExitCode"]) if code is None else int(code)
+            except IsoboxError:
+                record = self.get(record.id)
+        return int(record.state["ExitCode"])
+
+    def remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> str:
+        record = self.get(ref)
+        if record.state["Status"] in ("running", "paused", "restarting"):
+            if not force:
+                raise Conflict(f"You cannot remove a running container {record.id}. Stop the "
+                               "container before attempting removal or force remove")
+            try:
+                self.shim(record).stop(signals.SIGKILL, 0)
+            except IsoboxError:
+                self._kill_without_monitor(record)
+            self._wait_monitor_gone(record)
+        self._forget(record.id, record.snapshot)
+        self.event(record, "destroy")
+        return record.id
+
+    def _wait_monitor_gone(self, record: ContainerRecord, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.reconcile(record).state
+            if state["Status"] not in ("running", "paused", "restarting"):
+                try:
+                    with open(os.path.join(self.dir(record.id), "state.json"), "rb") as f:
+                        shim_pid = int(json.loads(f.read()).get("shim_pid") or 0)
+                except (OSError, ValueError):
+                    return
+                if not proc.is_alive(shim_pid):
+                    return
+            time.sleep(0.02)
+
+    def rename(self, ref: str, new_name: str) -> None:
+        record = self.get(ref)
+        new_name = naming.validate_name(new_name)
+        self.store.rename(record.id, new_name)
+        self.event(record, "rename", oldName="/" + record.name)
+
+    # -- listing -----------------------------------------------------------------------
+
+    def list(self, *, all_containers: bool = False) -> list[ContainerRecord]:
+        records = [self.reconcile(r) for r in self.store.all()]
+        if not all_containers:
+            records = [r for r in records if r.state["Running"]]
+        return records
+
+    def write_file(self, record: ContainerRecord, name: str, data: bytes) -> str:
+        path = os.path.join(self.dir(record.id), name)
+        atomic_write(path, data, 0o644)
+        return path
+
+    # -- logs -----------------------------------------------------------------------
+
+    def log_entries(self, ref: str, *, follow: bool = False, tail: int | None = None,
+                    since: float | None = None, until: float | None = None
+                    ) -> Iterator[tuple[str, str, str]]:
+        """(stream, text, RFC3339 time) records of the json-file log."""
+        from isobox.engine.logs import read_log
+
+        record = self.get(ref)
+        def running() -> bool:
+            return self.reconcile(self.store.get(record.id)).state["Status"] in (
+                "running", "paused", "restarting")
+        yield from read_log(self.log_path(record.id), follow=follow, tail=tail, since=since,
+                            until=until, running=running)
+
+
+def parse_signal(text: str | int) -> int:
+    if isinstance(text, int):
+        return text
+    raw = text.strip().upper()
+    if raw.isdigit():
+        return int(raw)
+    if not raw.startswith("SIG"):
+        raw = "SIG" + raw
+    try:
+        return int(signals.Signals[raw])
+    except KeyError:
+        raise InvalidArgument(f"invalid signal: {text}") from None
