@@ -20,6 +20,7 @@ class Context:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self._images: Any = None
+        self._containers: Any = None
 
     @property
     def images(self) -> Any:
@@ -28,6 +29,14 @@ class Context:
 
             self._images = ImageService(self.config)
         return self._images
+
+    @property
+    def containers(self) -> Any:
+        if self._containers is None:
+            from isobox.engine.containers import ContainerService
+
+            self._containers = ContainerService(self.config, self.images)
+        return self._containers
 
 
 def make_context(root: str | None, insecure: tuple[str, ...]) -> Context:

@@ -10,6 +10,7 @@ import sys
 import click
 
 from isobox import __version__
+from isobox.cli import containers as container_commands
 from isobox.cli import images as image_commands
 from isobox.cli.context import Context, make_context, pass_ctx
 
@@ -54,6 +55,7 @@ def info(ctx: Context, fmt: str) -> None:
 
 
 image_commands.register(cli)
+container_commands.register(cli)
 
 
 def main() -> None:

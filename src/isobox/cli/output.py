@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from isobox.cli.gotemplate import Template, is_table, table_body
+from isobox.humanize import human_duration
 
 _UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
 
@@ -19,34 +20,6 @@ def human_size(size: float) -> str:
         size /= 1000.0
         i += 1
     return f"{size:.3g}{_UNITS[i]}"
-
-
-def human_duration(seconds: float) -> str:
-    """Docker's HumanDuration."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(s / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
 
 
 def ago(timestamp: float | None, now: float | None = None) -> str:

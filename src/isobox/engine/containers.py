@@ -325,11 +325,35 @@ class ContainerService:
 
     # -- listing -----------------------------------------------------------------------
 
-    def list(self, *, all_containers: bool = False) -> list[ContainerRecord]:
+    def records(self, *, all_containers: bool = False) -> list[ContainerRecord]:
         records = [self.reconcile(r) for r in self.store.all()]
         if not all_containers:
             records = [r for r in records if r.state["Running"]]
         return records
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        from isobox.engine import views
+
+        record = self.get(ref)
+        return views.inspect(record, self.dir(record.id), record.image_id,
+                             self.log_path(record.id))
+
+    def size(self, ref: str) -> int:
+        """Bytes in the container's writable layer."""
+        record = self.store.lookup(ref)
+        try:
+            return int(self.images.snapshots.usage(record.snapshot))
+        except (IsoboxError, OSError):
+            return 0
+
+    def prune(self) -> tuple[list[str], int]:
+        removed, freed = [], 0
+        for record in self.records(all_containers=True):
+            if record.state["Status"] in ("exited", "created", "dead"):
+                freed += self.size(record.id)
+                self.remove(record.id)
+                removed.append(record.id)
+        return removed, freed
 
     def write_file(self, record: ContainerRecord, name: str, data: bytes) -> str:
         path = os.path.join(self.dir(record.id), name)

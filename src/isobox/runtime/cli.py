@@ -117,7 +117,17 @@ def _user(text: str | None, default: User) -> User:
 
 def _cmd_exec(a: Args) -> int:
     from isobox.runtime.exec import exec_in
+    from isobox.runtime.sync import ChildFailed
 
+    try:
+        return _exec(a, exec_in)
+    except ChildFailed as exc:
+        # The process could not be started: say why, exit as a shell would.
+        print(f"isobox-runtime: {exc}", file=sys.stderr)
+        return exc.exit_code if exc.exit_code in (126, 127) else 1
+
+
+def _exec(a: Args, exec_in: Callable[..., int]) -> int:
     return exec_in(a.root, a.id, _exec_process(a), detach=a.detach, pid_file=a.pid_file,
                    console_socket=a.console_socket, preserve_fds=a.preserve_fds,
                    ignore_paused=a.ignore_paused)

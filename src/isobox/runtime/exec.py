@@ -68,8 +68,11 @@ def exec_in(root: str, container_id: str, process: Process, *, detach: bool = Fa
             os.waitpid(stage1_pid, 0)
         msg = parent.recv(SETUP_TIMEOUT)
         if msg["t"] == "error":
-            os.waitpid(pid, 0)
-            raise ChildFailed(str(msg.get("msg")))
+            _, wait_status = os.waitpid(pid, 0)
+            failure = ChildFailed(str(msg.get("msg")))
+            # 127: not found, 126: cannot run (as a shell reports them)
+            failure.exit_code = os.waitstatus_to_exitcode(wait_status)
+            raise failure
         if pid_file:
             atomic_write(os.path.abspath(pid_file), str(pid).encode())
         if detach:

@@ -1,0 +1,92 @@
+"""``exec``: another process in a running container, through the container's
+runtime (``isobox-runtime exec`` proxies a tty itself when given -t)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import TYPE_CHECKING, Any
+
+from isobox.errors import Conflict, InvalidArgument
+
+if TYPE_CHECKING:
+    from isobox.engine.containers import ContainerService
+
+
+def runtime_binary(name: str) -> str:
+    if name == "isobox-runtime":
+        sibling = os.path.join(os.path.dirname(sys.executable), "isobox-runtime")
+        if os.path.exists(sibling):
+            return sibling
+    found = shutil.which(name)
+    if found is None:
+        raise InvalidArgument(f"runtime {name} is not installed")
+    return found
+
+
+def exec_process(service: ContainerService, ref: str, cmd: list[str], *, tty: bool = False,
+                 interactive: bool = False, detach: bool = False, env: list[str] | None = None,
+                 user: str | None = None, workdir: str | None = None,
+                 privileged: bool = False) -> int:
+    from isobox.engine import userdb
+    from isobox.engine.runspec import replace_or_append_env
+
+    record = service.get(ref)
+    if record.state["Status"] == "paused":
+        raise Conflict(f"Container {record.id} is paused, unpause the container before exec")
+    if record.state["Status"] != "running":
+        raise Conflict(f"Container {record.id} is not running")
+    if not cmd:
+        raise InvalidArgument("exec needs a command")
+    bundle = os.path.join(service.dir(record.id), "bundle")
+    with open(os.path.join(bundle, "config.json"), "rb") as f:
+        spec = json.loads(f.read())
+    base: dict[str, Any] = spec["process"]
+    process = dict(base)
+    process["args"] = list(cmd)
+    process["terminal"] = tty
+    process["env"] = replace_or_append_env(base.get("env") or [], env or [])
+    if workdir:
+        if not workdir.startswith("/"):
+            raise InvalidArgument(f"the working directory '{workdir}' is invalid, it needs to "
+                                  "be an absolute path")
+        process["cwd"] = workdir
+    if user:
+        resolved = userdb.resolve_user(os.path.join(bundle, "rootfs"), user)
+        process["user"] = {"uid": resolved.uid, "gid": resolved.gid,
+                           "additionalGids": list(resolved.additional_gids or [])}
+    if privileged:
+        from isobox.linux import capabilities, proc
+
+        names = capabilities.names_of(capabilities.bounding(proc.cap_last_cap()))
+        process["capabilities"] = {k: names for k in ("bounding", "effective", "permitted")}
+    process.pop("consoleSize", None)
+    service.event(record, "exec_create: " + " ".join(cmd))
+    with tempfile.NamedTemporaryFile("w", dir=service.dir(record.id), prefix="exec-",
+                                     suffix=".json", delete=False) as f:
+        json.dump(process, f)
+        process_file = f.name
+    try:
+        argv = [runtime_binary(record.runtime), "--root", service.runtime_root, "exec",
+                "--process", process_file]
+        if detach:
+            argv.append("--detach")
+        argv.append(record.id)
+        service.event(record, "exec_start: " + " ".join(cmd))
+        stdin = None if interactive or tty else subprocess.DEVNULL
+        if detach:
+            result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, check=False)
+            if result.returncode != 0:
+                raise Conflict(result.stderr.decode(errors="replace").strip()
+                               .removeprefix("isobox-runtime: "))
+            return 0
+        code = subprocess.run(argv, stdin=stdin, check=False).returncode
+        service.event(record, "exec_die", exitCode=str(code))
+        return code
+    finally:
+        os.unlink(process_file)

@@ -1,0 +1,107 @@
+"""Docker's views of a container: ``inspect`` JSON, ``ps`` rows and status words."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from isobox.engine.container_store import ContainerRecord
+from isobox.engine.logs import parse_time
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def _rfc3339(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e9):09d}Z"
+
+
+def process_args(container_dir: str) -> list[str]:
+    try:
+        with open(os.path.join(container_dir, "bundle", "config.json"), "rb") as f:
+            args = json.loads(f.read())["process"]["args"]
+            return [str(a) for a in args]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _ago(text: str, now: float) -> str:
+    from isobox.humanize import human_duration
+
+    try:
+        return human_duration(now - parse_time(text))
+    except ValueError:
+        return ""
+
+
+def status_text(state: dict[str, Any], now: float | None = None) -> str:
+    """``Up 5 seconds``, ``Exited (0) 3 seconds ago``, ``Created``..."""
+    from isobox.humanize import human_duration
+
+    now = time.time() if now is None else now
+    status = state["Status"]
+    if status in ("running", "paused"):
+        try:
+            up = human_duration(now - parse_time(state["StartedAt"]))
+        except ValueError:
+            up = "Less than a second"
+        return f"Up {up}" + (" (Paused)" if status == "paused" else "")
+    if status == "restarting":
+        return f"Restarting ({state['ExitCode']}) {_ago(state['FinishedAt'], now)} ago"
+    if status == "exited":
+        return f"Exited ({state['ExitCode']}) {_ago(state['FinishedAt'], now)} ago"
+    if status == "dead":
+        return "Dead"
+    return "Created"
+
+
+def inspect(record: ContainerRecord, container_dir: str, image_id: str,
+            log_path: str) -> dict[str, Any]:
+    req = record.request
+    host = dict(req.get("HostConfig") or {})
+    config = {k: v for k, v in req.items() if k not in ("HostConfig", "NetworkingConfig")}
+    args = process_args(container_dir)
+    state = dict(record.state)
+    state.setdefault("Dead", False)
+    return {
+        "Id": record.id,
+        "Created": _rfc3339(record.created),
+        "Path": args[0] if args else "",
+        "Args": args[1:],
+        "State": state,
+        "Image": image_id,
+        "ResolvConfPath": os.path.join(container_dir, "resolv.conf"),
+        "HostnamePath": os.path.join(container_dir, "hostname"),
+        "HostsPath": os.path.join(container_dir, "hosts"),
+        "LogPath": log_path,
+        "Name": "/" + record.name,
+        "RestartCount": state.get("RestartCount", 0),
+        "Driver": "overlay2",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": None,
+        "HostConfig": {"Runtime": record.runtime, "Isolation": record.isolation, **host},
+        "GraphDriver": {"Name": "overlay2", "Data": None},
+        "Mounts": [],
+        "Config": config,
+        "NetworkSettings": {"Networks": {}, "Ports": {}},
+    }
+
+
+def ps_row(record: ContainerRecord, container_dir: str, now: float | None = None
+           ) -> dict[str, Any]:
+    args = process_args(container_dir)
+    command = " ".join(args)
+    labels = record.request.get("Labels") or {}
+    return {
+        "ID": record.id, "Image": record.image, "Command": command,
+        "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(record.created)),
+        "Created": record.created, "State": record.state["Status"],
+        "Status": status_text(record.state, now), "Ports": "", "Names": record.name,
+        "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        "LabelsMap": labels, "Mounts": "", "Networks": "", "Size": "",
+        "ExitCode": record.state["ExitCode"], "ImageID": record.image_id,
+    }
