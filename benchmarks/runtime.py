@@ -74,18 +74,25 @@ def _wait_gone(pid: int, timeout: float = 10) -> None:
 
 
 def one_round(rt: Runtime, bundle: str, cgroup_parent: str, workdir: Path,
-              record: bool) -> None:
+              record: bool, settle: float) -> None:
+    # settle: a pause before each timed command, so that the kernel's deferred
+    # work from the previous one (namespace and cgroup teardown in kworkers,
+    # RCU callbacks) does not land on the next command, whichever runtime it is.
     cid = f"bench-{uuid.uuid4().hex[:10]}"
     _set_cgroup(bundle, f"{cgroup_parent}/{cid}")
+    time.sleep(settle)
     t_run = _timed(rt.cmd("run", "--bundle", bundle, cid))
 
     cid = f"bench-{uuid.uuid4().hex[:10]}"
     _set_cgroup(bundle, f"{cgroup_parent}/{cid}")
     pid_file = workdir / f"{cid}.pid"
+    time.sleep(settle)
     t_create = _timed(rt.cmd("create", "--bundle", bundle, "--pid-file", str(pid_file), cid))
     pid = int(pid_file.read_text())
+    time.sleep(settle)
     t_start = _timed(rt.cmd("start", cid))
     _wait_gone(pid)
+    time.sleep(settle)
     t_delete = _timed(rt.cmd("delete", cid))
     pid_file.unlink()
     if record:
@@ -177,6 +184,8 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=30, help="counted rounds (default 30)")
     parser.add_argument("--warmup", type=int, default=2, help="rounds not counted (default 2)")
+    parser.add_argument("--settle", type=float, default=0.05,
+                        help="seconds to pause before each timed command (default 0.05)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--isobox", default=ISOBOX, help="isobox-runtime binary")
     a = parser.parse_args()
@@ -185,6 +194,7 @@ def main() -> int:
         return 2
 
     notes: list[str] = []
+    load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="isobox-bench-"))
     cgroup_parent = f"/isobox-bench-{uuid.uuid4().hex[:8]}"
     runtimes: list[Runtime] = []
@@ -208,10 +218,24 @@ def main() -> int:
                     raise SystemExit(f"isobox-runtime cannot run the bundle: {problem}")
                 continue
             runtimes.append(rt)
+        failures: dict[str, list[str]] = {}
         for i in range(a.warmup + a.runs):
             shift = i % len(runtimes)
             for rt in runtimes[shift:] + runtimes[:shift]:
-                one_round(rt, bundle, cgroup_parent, work, record=i >= a.warmup)
+                while True:
+                    try:
+                        one_round(rt, bundle, cgroup_parent, work, record=i >= a.warmup,
+                                  settle=a.settle)
+                        break
+                    except RuntimeError as exc:
+                        # A failed command: clean up and repeat the round, but say so.
+                        failures.setdefault(rt.name, []).append(str(exc).split(": ", 1)[-1])
+                        _cleanup([rt], cgroup_parent)
+                        if len(failures[rt.name]) > 10:
+                            raise
+        for name, errors in failures.items():
+            notes.append(f"{name}: {len(errors)} failed command(s), rounds repeated; "
+                         f"first: {errors[0]}")
         table = summarise(runtimes)
     finally:
         _cleanup(runtimes, cgroup_parent)
@@ -221,7 +245,8 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, kernel {platform.release()}",
         "python": platform.python_version(),
-        "runs": a.runs, "warmup": a.warmup,
+        "runs": a.runs, "warmup": a.warmup, "settle_s": a.settle,
+        "loadavg_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
         "versions": {rt.name: _version(rt.binary) for rt in runtimes},
         "notes": notes,
     }
@@ -229,7 +254,8 @@ def main() -> int:
         print(json.dumps({"meta": meta, "results": table}, indent=2))
     else:
         print(f"{meta['date']}  {meta['machine']}  python {meta['python']}  "
-              f"runs={a.runs} warmup={a.warmup}")
+              f"runs={a.runs} warmup={a.warmup} settle={a.settle}s  load(1m) {meta['loadavg_1m']['before']} -> "
+              f"{meta['loadavg_1m']['after']}")
         for name, version in meta["versions"].items():
             print(f"  {name}: {version}")
         for note in notes:

@@ -8,10 +8,10 @@ from isobox import cgroups
 from isobox.errors import InvalidArgument
 from isobox.oci.runtime_spec import DeviceCgroup, Resources, Spec
 from isobox.oci.struct import replace
-from isobox.runtime.rootfs import CgroupSource
 
 TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
 if TYPE_CHECKING:
+    from isobox.runtime.rootfs import CgroupSource
     from isobox.runtime.state import Record
 
 
@@ -41,6 +41,10 @@ def manager_for(record: Record) -> cgroups.Manager:
 
 def cgroup_sources(manager: cgroups.Manager) -> list[CgroupSource]:
     """How each hierarchy appears at the container's /sys/fs/cgroup."""
+    # Here, not at the top: rootfs pulls in ctypes, which start, kill and
+    # delete never need.
+    from isobox.runtime.rootfs import CgroupSource
+
     paths = manager.host_paths()
     if manager.version == 2:
         return [CgroupSource(subdir="", fstype="cgroup2", data="", host_path=paths.get("", ""),

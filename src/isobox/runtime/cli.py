@@ -122,7 +122,12 @@ def _cmd_exec(a: Args) -> int:
     try:
         return _exec(a, exec_in)
     except ChildFailed as exc:
-        # The process could not be started: say why, exit as a shell would.
+        # The process could not be started: say why (containerd reads --log),
+        # exit as a shell would.
+        if a.log:
+            from isobox.linux.lazylog import get_logger
+
+            get_logger("isobox.runtime").error(str(exc))
         print(f"isobox-runtime: {exc}", file=sys.stderr)
         return exc.exit_code if exc.exit_code in (126, 127) else 1
 

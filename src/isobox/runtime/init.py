@@ -86,10 +86,18 @@ def stage1(cfg: InitConfig, chan: Channel) -> NoReturn:
         start_fd = os.open(cfg.fifo_path, os.O_RDWR | os.O_CLOEXEC)
         chan.expect("go")
         enter_namespaces(cfg.namespaces, chan)
+        # Stage 2 must not speak before the runtime has its pid: it waits for
+        # this pipe to close, which happens once "pid" is sent.
+        hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
+            os.close(hold_w)
+            os.read(hold_r, 1)
+            os.close(hold_r)
             stage2(cfg, chan, start_fd)
+        os.close(hold_r)
         chan.send("pid", pid=pid)
+        os.close(hold_w)
         os._exit(0)
     except BaseException as exc:
         chan.fail(exc)
@@ -128,10 +136,10 @@ def stage2(cfg: InitConfig, chan: Channel, start_fd: int) -> NoReturn:
         builder.pivot(cfg.no_pivot)
         switched = True
         guard.block_imports()
-        builder.finish()
         linux = cfg.spec.linux
         if linux is not None and linux.sysctl:
-            apply_sysctl(linux.sysctl)
+            apply_sysctl(linux.sysctl)  # before finish() makes /proc/sys read-only
+        builder.finish()
         if cfg.spec.hostname:
             libc.sethostname(cfg.spec.hostname)
         if cfg.spec.domainname:

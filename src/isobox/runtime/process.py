@@ -164,8 +164,11 @@ def apply_identity(plan: Plan, *, set_groups: bool = True) -> None:
     identity.switch_user(plan.uid, plan.gid, plan.groups, set_groups=set_groups)
     capabilities.set_keepcaps(False)
     capabilities.set_sets(plan.effective, plan.permitted, plan.inheritable)
-    if plan.ambient:
-        capabilities.raise_ambient(plan.ambient, plan.last_cap)
+    # A capability can only be ambient if it is also permitted and inheritable;
+    # runc silently leaves the others out (``runc spec`` asks for them).
+    ambient = plan.ambient & plan.permitted & plan.inheritable
+    if ambient:
+        capabilities.raise_ambient(ambient, plan.last_cap)
     if plan.umask is not None:
         os.umask(plan.umask)
     if plan.no_new_privileges:
