@@ -39,11 +39,7 @@ def pull(ctx: Context, name: str, platform: str | None, quiet: bool) -> None:
     else:
         with terminal_progress(sys.stdout) as progress:
             ctx.images.pull(name, platform=platform, progress=progress)
-    record = ctx.images.get(name)
-    digest = next((d.partition("@")[2] for d in ctx.images.repo_digests(record)
-                   if d.startswith(ref.familiar_name + "@")), record.manifest)
-    if not quiet:
-        click.echo(f"Digest: {digest}")
+    if not quiet:  # the progress lines ended with "Digest: ..."
         click.echo(f"Status: Downloaded newer image for {ref.familiar()}")
     click.echo(str(ref))
 
@@ -59,18 +55,12 @@ def push(ctx: Context, name: str, quiet: bool) -> None:
     from isobox.oci import reference as refs
 
     ref = refs.parse(name)
-    record = ctx.images.get(name)
     if quiet:
-        digest = ctx.images.push(name)
-    else:
-        click.echo(f"The push refers to repository [{ref.name}]")
-        with terminal_progress(sys.stdout) as progress:
-            digest = ctx.images.push(name, progress=progress)
-    if not quiet:
-        click.echo(f"{ref.tag or 'latest'}: digest: {digest} size: "
-                   f"{ctx.images.store.size(record.manifest)}")
-    else:
+        ctx.images.push(name)
         click.echo(str(ref))
+    else:  # the progress lines say "The push refers to ..." and "TAG: digest: ..."
+        with terminal_progress(sys.stdout) as progress:
+            ctx.images.push(name, progress=progress)
 
 
 IMAGE_HEADERS = {"Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID",
@@ -119,7 +109,7 @@ def images(ctx: Context, repository: str | None, all_: bool, quiet: bool, show_d
 def _local_time(ts: float) -> str:
     import time
 
-    return time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(ts)) if ts else ""
+    return time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(ts))
 
 
 @click.command("inspect")

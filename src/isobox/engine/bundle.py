@@ -53,7 +53,8 @@ def write(service: ContainerService, record: ContainerRecord, image: ImageRecord
         user=user, mounts=oci_mounts, resolv_conf=files["resolv.conf"],
         hosts_file=files["hosts"], hostname_file=files["hostname"],
         cgroups_path=f"{parent.rstrip('/')}/{record.id}", kernel=_kernel(),
-        host_caps=_host_caps(), cgroup_version=detect_version(), devices=devices)
+        host_caps=_host_caps(), cgroup_version=detect_version(), devices=devices,
+        default_sysctls=True)
     atomic_write(os.path.join(bundle, "config.json"), json.dumps(spec, indent=1).encode(), 0o600)
     _write_shim_config(service, record, create, merged, bundle, mounts)
 

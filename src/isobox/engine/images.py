@@ -184,6 +184,10 @@ class ImageService:
             labels = (self.config_of(record).config or spec.ContainerConfig()).labels or {}
             if not _keep(record, tags, labels, parsed):
                 continue
+            if "reference" in parsed:  # Docker lists only the matching names
+                tags = [t for t in tags if _matches_reference(t, parsed["reference"])]
+                if not tags:
+                    continue
             created = _epoch(record.created)
             created = record.added if created is None else created
             base = {"ID": record.id, "Created": created, "Size": record.size,
@@ -260,10 +264,10 @@ class ImageService:
         by_name = _is_reference(name) and any(
             _same_name(name, r) for r, _ in names)
         out = []
-        if by_name and not force and len([r for r, _ in names if "@" not in r]) > 1:
-            ref = refs.parse(name)
-            self.records.untag(ref)
-            return [f"Untagged: {ref.familiar()}"]
+        if by_name:
+            untagged = self._untag_only(refs.parse(name), names)
+            if untagged is not None:
+                return untagged
         if users and not force:
             raise Conflict(f"conflict: unable to remove repository reference \"{name}\" "
                            f"(must force) - container {users[0][:12]} is using its "
@@ -282,6 +286,22 @@ class ImageService:
         self.records.remove(record.id)
         out.append(f"Deleted: {record.id}")
         return out
+
+    def _untag_only(self, ref: refs.Reference,
+                    names: list[tuple[str, str | None]]) -> list[str] | None:
+        """Docker's ``rmi NAME``, with or without -f: drop that name (and the
+        repository's digests when it was the repository's last tag). None when
+        no name would be left: then the image itself goes."""
+        gone = [str(ref)]
+        if ref.digest is None and not any(
+                "@" not in r and r != str(ref) and refs.parse(r).name == ref.name
+                for r, _ in names):
+            gone += [r for r, _ in names if "@" in r and refs.parse(r).name == ref.name]
+        if all(r in gone for r, _ in names):
+            return None
+        for ref_text in gone:
+            self.records.untag(refs.parse(ref_text))
+        return [f"Untagged: {refs.parse(r).familiar()}" for r in gone]
 
     def prune(self, *, all_images: bool = False) -> tuple[list[str], int]:
         """Remove dangling images (all unused ones with all_images), then
@@ -456,8 +476,6 @@ def _parse_filters(filters: Sequence[str]) -> dict[str, list[str]]:
 
 def _keep(record: ImageRecord, tags: list[str], labels: dict[str, str],
           filters: dict[str, list[str]]) -> bool:
-    import fnmatch
-
     for value in filters.get("dangling", []):
         if value.lower() not in ("true", "false", "1", "0"):
             raise InvalidArgument(f"invalid filter 'dangling={value}'")
@@ -467,8 +485,14 @@ def _keep(record: ImageRecord, tags: list[str], labels: dict[str, str],
         key, sep, want = value.partition("=")
         if key not in labels or (sep and labels[key] != want):
             return False
-    refs_ = filters.get("reference", [])
-    return not (refs_ and not any(fnmatch.fnmatch(t, pat) or fnmatch.fnmatch(t.partition(":")[0], pat) for t in tags for pat in refs_))
+    return True
+
+
+def _matches_reference(tag: str, patterns: Sequence[str]) -> bool:
+    import fnmatch
+
+    name = refs.parse(tag).familiar_name
+    return any(fnmatch.fnmatch(tag, pat) or fnmatch.fnmatch(name, pat) for pat in patterns)
 
 
 def terminal_progress(stream: Any) -> Any:
