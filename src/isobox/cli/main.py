@@ -12,6 +12,7 @@ import click
 from isobox import __version__
 from isobox.cli import containers as container_commands
 from isobox.cli import images as image_commands
+from isobox.cli import run as run_commands
 from isobox.cli.context import Context, make_context, pass_ctx
 
 
@@ -56,6 +57,7 @@ def info(ctx: Context, fmt: str) -> None:
 
 image_commands.register(cli)
 container_commands.register(cli)
+run_commands.register(cli)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import _socket as socket  # not socket.py: it imports selectors, enums (~4 ms)
 import errno
 import os
+import signal
 import stat
 from types import SimpleNamespace
 
@@ -190,6 +191,10 @@ def exec_now(plan: Plan, path: str, env: list[str]) -> NoReturn:
     if plan.seccomp is not None and plan.no_new_privileges:
         seccomp_mod.load(plan.seccomp)
     libc.mark_cloexec_from(3 + plan.preserve_fds)
+    # Python ignores SIGPIPE and SIGXFSZ; an ignored signal survives execve,
+    # and the container must start with the default dispositions, as with runc.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     envp = {}
     for item in env:
         key, sep, value = item.partition("=")

@@ -1,0 +1,293 @@
+"""The engine's side of a shim: launch one, then talk to it.
+
+``launch(D)`` starts the shim for container directory D and returns its pid
+once the container is created. ``ShimClient(D)`` sends requests on
+``D/shim.sock``; every method raises :class:`~isobox.errors.NotRunning` when
+the shim is gone, and the category the shim names for its own errors.
+``demux(sock)`` reads an attach stream of a container without a tty.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from isobox import errors
+from isobox.errors import IsoboxError, NotRunning, Unavailable
+from isobox.linux.lazylog import get_logger
+from isobox.shim.config import SHIM_LOG, SHIM_PID, SOCKET, STATE_FILE, error_for
+from isobox.shim.frames import Demuxer
+from isobox.shim.unixsock import ShortPath
+
+log = get_logger(__name__)
+
+LAUNCH_TIMEOUT = 120.0
+REQUEST_TIMEOUT = 60.0
+FINISH_GRACE = 5.0
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+_KINDS: dict[str, type[IsoboxError]] = {
+    cls.__name__: cls for cls in (
+        errors.IsoboxError, errors.NotFound, errors.AlreadyExists, errors.InvalidArgument,
+        errors.Conflict, errors.NotRunning, errors.Unavailable, errors.CannotInvoke,
+        errors.CommandNotFound,
+    )
+}
+
+
+def launch(container_dir: str, *, python: str = sys.executable,
+           timeout: float = LAUNCH_TIMEOUT) -> int:
+    """Start the shim of a prepared container directory; its pid once the
+    container is created.
+
+    Raises CommandNotFound (127), CannotInvoke (126) or IsoboxError (125)
+    with the shim's message when it cannot create the container; by then the
+    shim has exited and left nothing behind."""
+    container_dir = os.path.abspath(container_dir)
+    r, w = os.pipe()
+    argv = [python, "-I", "-m", "isobox.shim", container_dir, "--ready-fd", str(w)]
+    log.debug("launch %s", argv)
+    try:
+        with open(os.path.join(container_dir, SHIM_LOG), "ab") as stderr:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                pass_fds=(w,), start_new_session=True, cwd="/",
+                env={"PATH": os.environ.get("PATH") or DEFAULT_PATH},
+            )
+    except BaseException:
+        os.close(r)
+        raise
+    finally:
+        os.close(w)
+    try:
+        line = _read_ready(r, timeout)
+    finally:
+        os.close(r)
+        # The process we started forks the shim and exits at once.
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+    if line is None:
+        _kill_shim(container_dir)
+        raise Unavailable(f"the shim did not report within {timeout:.0f}s "
+                          f"(see {os.path.join(container_dir, SHIM_LOG)})")
+    try:
+        msg = json.loads(line) if line else None
+    except ValueError:
+        msg = None
+    if not isinstance(msg, dict):
+        raise IsoboxError(f"the shim exited without reporting: {_last_log_line(container_dir)}")
+    if not msg.get("ok"):
+        raise error_for(str(msg.get("error") or "container create failed"),
+                        int(msg.get("exit_code") or 125))
+    return int(msg["shim_pid"])
+
+
+def _read_ready(fd: int, timeout: float) -> bytes | None:
+    data = b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.partition(b"\n")[0]
+
+
+def _kill_shim(container_dir: str) -> None:
+    try:
+        with open(os.path.join(container_dir, SHIM_PID)) as f:
+            pid = int(f.read().strip())
+        os.kill(pid, 9)
+    except (OSError, ValueError):
+        pass
+
+
+def _last_log_line(container_dir: str) -> str:
+    try:
+        with open(os.path.join(container_dir, SHIM_LOG), "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return "no shim.log"
+    return lines[-1] if lines else "shim.log is empty"
+
+
+def read_state(container_dir: str) -> dict[str, Any] | None:
+    """state.json as the shim last wrote it (it may be dead); None if absent."""
+    try:
+        with open(os.path.join(container_dir, STATE_FILE), "rb") as f:
+            state: dict[str, Any] = json.loads(f.read())
+    except FileNotFoundError:
+        return None
+    return state
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ShimClient:
+    def __init__(self, container_dir: str, timeout: float = REQUEST_TIMEOUT) -> None:
+        self.dir = os.path.abspath(container_dir)
+        self.socket_path = os.path.join(self.dir, SOCKET)
+        self.timeout = timeout
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            with ShortPath(self.socket_path) as path:
+                sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            raise NotRunning(f"the container's shim is not running ({self.dir})") from None
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _request(self, msg: dict[str, Any], timeout: float | None = -1.0,
+                 keep: bool = False) -> tuple[dict[str, Any], socket.socket | None]:
+        sock = self._connect()
+        try:
+            sock.settimeout(self.timeout if timeout == -1.0 else timeout)
+            sock.sendall(json.dumps(msg).encode() + b"\n")
+            reply = _check(json.loads(_recv_line(sock)))
+        except BaseException:
+            sock.close()
+            raise
+        if keep:
+            return reply, sock
+        sock.close()
+        return reply, None
+
+    def _call(self, msg: dict[str, Any], timeout: float | None = -1.0) -> dict[str, Any]:
+        try:
+            return self._request(msg, timeout)[0]
+        except TimeoutError:
+            raise
+        except (ConnectionError, BrokenPipeError):
+            raise NotRunning(f"the container's shim went away ({self.dir})") from None
+
+    def start(self) -> None:
+        self._call({"op": "start"})
+
+    def attach(self, stdin: bool = False, stdout: bool = True,
+               stderr: bool = True) -> socket.socket:
+        """A stream socket: output from now on (frames without a tty: see
+        :func:`demux`); what is sent goes to the container's stdin; its
+        ``shutdown(SHUT_WR)`` closes that stdin when the container has stdin_once."""
+        try:
+            _, sock = self._request({"op": "attach", "stdin": stdin, "stdout": stdout,
+                                     "stderr": stderr}, keep=True)
+        except (ConnectionError, BrokenPipeError):
+            raise NotRunning(f"the container's shim went away ({self.dir})") from None
+        assert sock is not None
+        sock.settimeout(None)
+        return sock
+
+    def resize(self, height: int, width: int) -> None:
+        self._call({"op": "resize", "height": height, "width": width})
+
+    def kill(self, sig: int, all: bool = False) -> None:
+        self._call({"op": "kill", "signal": int(sig), "all": all})
+
+    def stop(self, sig: int, timeout: int) -> int:
+        """Stop (no restart after it); the exit code once the process is gone."""
+        wait_for = None if timeout < 0 else timeout + self.timeout
+        reply = self._call({"op": "stop", "signal": int(sig), "timeout": timeout}, wait_for)
+        return int(reply["exit_code"])
+
+    def wait(self, timeout: float | None = None) -> tuple[int, bool]:
+        """(exit code, oom_killed) once the container has exited for good.
+
+        A shim that already finished (or is finishing) leaves its final state
+        in state.json: that is the answer. Raises TimeoutError after timeout seconds, NotRunning if the
+        shim died before the container exited for good."""
+        try:
+            reply = self._call({"op": "wait"}, timeout)
+        except NotRunning:
+            state = self._final_state()
+            if state is None:
+                raise
+            return int(state.get("exit_code", 0)), bool(state.get("oom_killed"))
+        return int(reply["exit_code"]), bool(reply.get("oom_killed"))
+
+    def _final_state(self, grace: float = FINISH_GRACE) -> dict[str, Any] | None:
+        """The final state.json of a shim that closed its socket; None if it died
+        before writing one. A finishing shim removes the socket just before it
+        writes the final state: give it that moment."""
+        deadline = time.monotonic() + grace
+        while True:
+            state = read_state(self.dir)
+            if state is not None and state.get("status") == "exited":
+                return state
+            shim = int(state.get("shim_pid") or 0) if state else 0
+            if not shim or not _alive(shim) or time.monotonic() > deadline:
+                return None
+            time.sleep(0.01)
+
+    def pause(self) -> None:
+        self._call({"op": "pause"})
+
+    def resume(self) -> None:
+        self._call({"op": "resume"})
+
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = self._call({"op": "state"})["state"]
+        return state
+
+
+def _recv_line(sock: socket.socket) -> bytes:
+    """One reply line, and not a byte more (an attach stream follows it)."""
+    data = b""
+    while True:
+        chunk = sock.recv(4096, socket.MSG_PEEK)
+        if not chunk:
+            raise NotRunning("the shim closed the connection without a reply")
+        end = chunk.find(b"\n")
+        if end >= 0:
+            data += sock.recv(end + 1)
+            return data[:-1]
+        data += sock.recv(len(chunk))
+
+
+def _check(reply: Any) -> dict[str, Any]:
+    if not isinstance(reply, dict):
+        raise IsoboxError(f"unexpected reply from the shim: {reply!r}")
+    if reply.get("ok"):
+        return reply
+    cls = _KINDS.get(str(reply.get("kind")), IsoboxError)
+    raise cls(str(reply.get("error") or "the shim refused the request"))
+
+
+def demux(sock: socket.socket) -> Iterator[tuple[int, bytes]]:
+    """(stream, payload) frames of a multiplexed attach stream until it ends;
+    stream 1 is stdout, 2 stderr."""
+    demuxer = Demuxer()
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return
+        yield from demuxer.feed(data)
