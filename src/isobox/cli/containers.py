@@ -3,7 +3,6 @@ kill, pause, unpause, rm, logs, wait, rename, inspect, prune."""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import click
 
 from isobox.cli.context import Context, errors, pass_ctx
+from isobox.cli.images import print_inspect
 from isobox.cli.output import human_size, render
 from isobox.errors import IsoboxError, NotFound
 
@@ -270,14 +270,7 @@ def inspect(ctx: Context, names: tuple[str, ...], fmt: str | None, type_: str | 
             failed = True
         else:
             found.append(item)
-    if fmt:
-        from isobox.cli.gotemplate import Template
-
-        template = Template(fmt)
-        for item in found:
-            click.echo(template.render(item))
-    else:
-        click.echo(json.dumps(found, indent=4))
+    print_inspect(found, fmt)
     if failed:
         sys.exit(1)
 

@@ -120,10 +120,10 @@ def _local_time(ts: float) -> str:
 def image_inspect(ctx: Context, names: tuple[str, ...], fmt: str | None) -> None:
     """Display detailed information on one or more images."""
     found = [ctx.images.inspect(n) for n in names]
-    _print_inspect(found, fmt)
+    print_inspect(found, fmt)
 
 
-def _print_inspect(found: list[dict[str, Any]], fmt: str | None) -> None:
+def print_inspect(found: list[dict[str, Any]], fmt: str | None) -> None:
     if fmt:
         from isobox.cli.gotemplate import Template
 
