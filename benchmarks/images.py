@@ -17,15 +17,20 @@ Each run starts Debian's docker-registry on loopback, pushes the image, and a
 private dockerd (own data root, exec root and socket, ``--bridge=none
 --iptables=false``, in its own mount namespace, as in
 ``tests/system/test_archive_interop.py``). Then, interleaved, in an order
-that rotates every round, with a fresh destination every round:
+that rotates every round, with an empty destination every round:
 
-  isobox pull     ``isobox --root <fresh> pull -q HOST/bench:latest`` (unpacks
-                  every layer into the snapshotter)
+  isobox pull     ``isobox --root <root> pull -q HOST/bench:latest`` (unpacks
+                  every layer into the snapshotter); the root is kept, as
+                  dockerd's data root is, and emptied after each round by
+                  ``isobox image prune -a -f`` (checked: no blob, no layer left)
+  isobox pull, new root
+                  the same into a brand-new ``--root`` every round
   skopeo+umoci    ``skopeo copy docker://... oci:<dir>:latest`` then
-                  ``umoci unpack --image <dir>:latest <bundle>``
+                  ``umoci unpack --image <dir>:latest <bundle>``, new dirs
   docker pull     ``docker pull`` into the private dockerd (overlay2), the
                   image removed and pruned after each round
-  isobox load     ``isobox --root <fresh> load -i bench.tar``
+  isobox load     ``isobox --root <root> load -i bench.tar`` (kept root, emptied)
+  isobox load, new root
   docker load     ``docker load -i bench.tar``
 
 After each round the destination is removed and ``sync`` runs (untimed):
@@ -327,11 +332,27 @@ def contenders(host: str, archive: Path, work: Path,
                docker: Dockerd | None, notes: list[str]) -> list[Tool]:
     image = f"{host}/bench:latest"
     env = isobox_env(work)
+    kept_pull, kept_load = work / "isobox-pull", work / "isobox-load"
+
+    def emptied(root: Path) -> Callable[[Path], None]:
+        def reset(folder: Path) -> None:
+            run([ISOBOX, "--root", str(root), "image", "prune", "-a", "-f"], env=env)
+            left = [p for sub in ("content/blobs/sha256", "snapshots/snapshots")
+                    if (root / sub).is_dir() for p in (root / sub).iterdir()]
+            if left:
+                raise RuntimeError(f"prune left {left[:3]} in {root}")
+        return reset
+
     def isobox_pull(d: Path) -> None:
+        run([ISOBOX, "--root", str(kept_pull), "pull", "-q", image], env=env)
+
+    def isobox_pull_new(d: Path) -> None:
         run([ISOBOX, "--root", str(d / "root"), "pull", "-q", image], env=env)
 
-    tools = [Tool("pull + unpack", "isobox pull", f"isobox --root <fresh> pull -q {image}",
-                  isobox_pull)]
+    tools = [Tool("pull + unpack", "isobox pull", f"isobox --root <root> pull -q {image}",
+                  isobox_pull, emptied(kept_pull)),
+             Tool("pull + unpack", "isobox pull, new root",
+                  f"isobox --root <new> pull -q {image}", isobox_pull_new)]
     if shutil.which("skopeo") and shutil.which("umoci"):
         def skopeo_umoci(d: Path) -> None:
             run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{image}",
@@ -352,10 +373,15 @@ def contenders(host: str, archive: Path, work: Path,
                           docker_pull, lambda d: docker.reset()))
 
     def isobox_load(d: Path) -> None:
+        run([ISOBOX, "--root", str(kept_load), "load", "-i", str(archive)], env=env)
+
+    def isobox_load_new(d: Path) -> None:
         run([ISOBOX, "--root", str(d / "root"), "load", "-i", str(archive)], env=env)
 
-    tools.append(Tool("load", "isobox load", "isobox --root <fresh> load -i bench.tar",
-                      isobox_load))
+    tools.append(Tool("load", "isobox load", "isobox --root <root> load -i bench.tar",
+                      isobox_load, emptied(kept_load)))
+    tools.append(Tool("load", "isobox load, new root",
+                      "isobox --root <new> load -i bench.tar", isobox_load_new))
     if docker is not None:
         def docker_load(d: Path) -> None:
             docker("load", "-q", "-i", str(archive))
@@ -398,11 +424,11 @@ def summarise(tools: list[Tool], mbytes: float) -> list[dict[str, Any]]:
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    lines = [f"| {'group':<13} | {'tool':<12} | {'median s':>8} | {'min s':>6} | "
+    lines = [f"| {'group':<13} | {'tool':<21} | {'median s':>8} | {'min s':>6} | "
              f"{'max s':>6} | {'MB/s':>6} | {'ratio to fastest':>16} |",
-             f"|{'-' * 15}|{'-' * 14}|{'-' * 9}:|{'-' * 7}:|{'-' * 7}:|{'-' * 7}:|{'-' * 17}:|"]
+             f"|{'-' * 15}|{'-' * 23}|{'-' * 9}:|{'-' * 7}:|{'-' * 7}:|{'-' * 7}:|{'-' * 17}:|"]
     for r in rows:
-        lines.append(f"| {r['group']:<13} | {r['tool']:<12} | {r['median_s']:>8.2f} | "
+        lines.append(f"| {r['group']:<13} | {r['tool']:<21} | {r['median_s']:>8.2f} | "
                      f"{r['min_s']:>6.2f} | {r['max_s']:>6.2f} | {r['mb_per_s']:>6.1f} | "
                      f"{r['ratio_to_fastest']:>15.2f}x |")
     return "\n".join(lines)

@@ -581,6 +581,18 @@ def test_concurrent_pulls_into_one_root(registry: RegistryServer, new_root: Any)
     assert list((box.root / "snapshots" / "tmp").iterdir()) == []
 
 
+def test_first_commands_on_a_fresh_root_race_cleanly(new_root: Any) -> None:
+    """Two commands that both create a root's database at once both work
+    (SQLite refused one of them while the other switched it to WAL)."""
+    for i in range(15):
+        box: Isobox = new_root(f"race-{i}")
+        procs = [box.popen("images", "-q", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for _ in range(2)]
+        for p in procs:
+            out, err = p.communicate(timeout=60)
+            assert (p.returncode, out, err) == (0, b"", b"")
+
+
 @needs_registry
 @needs_htpasswd
 def test_login_and_logout(busybox: Isobox, new_root: Any, tmp_path: Path) -> None:

@@ -48,11 +48,14 @@ class ImageService:
 
     # -- locking --------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _gc_lock(self, exclusive: bool) -> Iterator[None]:
+    def _gc_lock(self, exclusive: bool) -> contextlib.AbstractContextManager[None]:
         """Pulls and loads hold it shared, garbage collection exclusive: GC
         never sees the blobs of an image that is half-way in."""
-        fd = os.open(os.path.join(self.config.root, "gc.lock"),
+        return self._lock("gc.lock", exclusive)
+
+    @contextlib.contextmanager
+    def _lock(self, name: str, exclusive: bool) -> Iterator[None]:
+        fd = os.open(os.path.join(self.config.root, name),
                      os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
