@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from isobox.cli.context import Context
+from isobox.errors import IsoboxError
 
 DETACH_KEYS = b"\x10\x11"  # ctrl-p ctrl-q
 
@@ -82,7 +83,8 @@ def stream(sock: Any, *, tty_mode: bool, stdin: bool, detach_keys: bytes,
     previous = None
     if tty_mode and on_resize is not None and os.isatty(0):
         def resize(_s: int = 0, _f: object = None) -> None:
-            with contextlib.suppress(OSError):
+            # the container may be gone already (a short command): nothing to resize
+            with contextlib.suppress(OSError, IsoboxError):
                 rows, cols = struct.unpack("HHHH", __import__("fcntl").ioctl(
                     0, termios.TIOCGWINSZ, b"\0" * 8))[:2]
                 on_resize(rows, cols)
@@ -157,7 +159,7 @@ def attach_and_start(ctx: Context, container_id: str, *, stdin: bool, start: boo
     record = ctx.containers.get(container_id)
     tty_mode = bool(record.request.get("Tty"))
     if start and record.state["Status"] not in ("running", "paused", "restarting"):
-        ctx.containers.launch(record)
+        ctx.containers.ensure_monitor(record)
     client = ctx.containers.shim(record)
     sock = client.attach(stdin, True, True)
     if start:

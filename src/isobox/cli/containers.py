@@ -15,6 +15,38 @@ from isobox.cli.output import human_size, render
 from isobox.errors import IsoboxError, NotFound
 
 
+class FlagUsageError(click.UsageError):
+    exit_code = 125
+
+
+class MissingArgumentError(click.UsageError):
+    exit_code = 1
+
+
+def one_line(exc: click.UsageError) -> click.UsageError:
+    """A flag or argument error as Docker's CLI reports it: one line on
+    stderr (no usage text); 125 for a bad flag, 1 for missing arguments."""
+    missing = (isinstance(exc, click.MissingParameter) and exc.param is not None
+               and exc.param.param_type_name == "argument")
+    return (MissingArgumentError if missing else FlagUsageError)(exc.format_message())
+
+
+class Command(click.Command):
+    """A click command whose usage errors are :func:`one_line`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise one_line(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:  # a flag value checked by the command itself
+            raise one_line(exc) from None
+
+
 def each(names: tuple[str, ...], action: Callable[[str], Any], echo: bool = True) -> None:
     """Docker's multi-container verbs: act on each, report each failure on
     one line, exit 1 if any failed."""
@@ -64,7 +96,7 @@ def _ps_filter(row: dict[str, Any], filters: list[tuple[str, str]], images: Any)
     return True
 
 
-@click.command("ps")
+@click.command("ps", cls=Command)
 @click.option("-a", "--all", "all_", is_flag=True, help="Show all containers")
 @click.option("-q", "--quiet", is_flag=True, help="Only display container IDs")
 @click.option("-n", "--last", default=-1, type=int, help="Show n last created containers")
@@ -115,7 +147,7 @@ def ps(ctx: Context, all_: bool, quiet: bool, last: int, latest: bool, size: boo
     click.echo(render(fmt, view, [PS_HEADERS[k] for k in keys], keys, PS_HEADERS), nl=False)
 
 
-@click.command("start")
+@click.command("start", cls=Command)
 @click.argument("names", nargs=-1, required=True)
 @click.option("-a", "--attach", is_flag=True, help="Attach STDOUT/STDERR and forward signals")
 @click.option("-i", "--interactive", is_flag=True, help="Attach container's STDIN")
@@ -130,7 +162,7 @@ def start(ctx: Context, names: tuple[str, ...], attach: bool, interactive: bool)
     each(names, lambda n: ctx.containers.start(n) and None)
 
 
-@click.command("stop")
+@click.command("stop", cls=Command)
 @click.argument("names", nargs=-1, required=True)
 @click.option("-t", "--time", "timeout", type=int, default=None)
 @click.option("-s", "--signal", default=None)
@@ -141,7 +173,7 @@ def stop(ctx: Context, names: tuple[str, ...], timeout: int | None, signal: str 
     each(names, lambda n: ctx.containers.stop(n, timeout, signal))
 
 
-@click.command("restart")
+@click.command("restart", cls=Command)
 @click.argument("names", nargs=-1, required=True)
 @click.option("-t", "--time", "timeout", type=int, default=None)
 @pass_ctx
@@ -151,7 +183,7 @@ def restart(ctx: Context, names: tuple[str, ...], timeout: int | None) -> None:
     each(names, lambda n: ctx.containers.restart(n, timeout))
 
 
-@click.command("kill")
+@click.command("kill", cls=Command)
 @click.argument("names", nargs=-1, required=True)
 @click.option("-s", "--signal", default="KILL")
 @pass_ctx
@@ -161,7 +193,7 @@ def kill(ctx: Context, names: tuple[str, ...], signal: str) -> None:
     each(names, lambda n: ctx.containers.kill(n, signal))
 
 
-@click.command("pause")
+@click.command("pause", cls=Command)
 @click.argument("names", nargs=-1, required=True)
 @pass_ctx
 @errors(exit_code=1)
@@ -170,7 +202,7 @@ def pause(ctx: Context, names: tuple[str, ...]) -> None:
     each(names, ctx.containers.pause)
 
 
-@click.command("unpause")
+@click.command("unpause", cls=Command)
 @click.argument("names", nargs=-1, required=True)
 @pass_ctx
 @errors(exit_code=1)
@@ -179,7 +211,7 @@ def unpause(ctx: Context, names: tuple[str, ...]) -> None:
     each(names, ctx.containers.unpause)
 
 
-@click.command("rm")
+@click.command("rm", cls=Command)
 @click.argument("names", nargs=-1, required=True)
 @click.option("-f", "--force", is_flag=True)
 @click.option("-v", "--volumes", is_flag=True)
@@ -190,7 +222,7 @@ def rm(ctx: Context, names: tuple[str, ...], force: bool, volumes: bool) -> None
     each(names, lambda n: ctx.containers.remove(n, force=force, volumes=volumes) and None)
 
 
-@click.command("wait")
+@click.command("wait", cls=Command)
 @click.argument("names", nargs=-1, required=True)
 @pass_ctx
 @errors(exit_code=1)
@@ -199,7 +231,7 @@ def wait(ctx: Context, names: tuple[str, ...]) -> None:
     each(names, ctx.containers.wait)
 
 
-@click.command("rename")
+@click.command("rename", cls=Command)
 @click.argument("name")
 @click.argument("new_name")
 @pass_ctx
@@ -209,7 +241,7 @@ def rename(ctx: Context, name: str, new_name: str) -> None:
     ctx.containers.rename(name, new_name)
 
 
-@click.command("logs")
+@click.command("logs", cls=Command)
 @click.argument("name")
 @click.option("-f", "--follow", is_flag=True)
 @click.option("-n", "--tail", default="all")
@@ -234,14 +266,20 @@ def logs(ctx: Context, name: str, follow: bool, tail: str, since: str | None,
         name, follow=follow, tail=tail_n, since=parse_since(since) if since else None,
         until=parse_since(until) if until else None)
     out, err = sys.stdout.buffer, sys.stderr.buffer
-    for stream, text, when in entries:
-        line = (f"{when} {text}" if timestamps else text).encode()
-        target = err if stream == "stderr" else out
-        target.write(line)
-        target.flush()
+    try:
+        for stream, text, when in entries:
+            line = (f"{when} {text}" if timestamps else text).encode()
+            target = err if stream == "stderr" else out
+            target.write(line)
+            target.flush()
+    except BrokenPipeError:  # ``logs | head``: the reader is done; so are we, quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
 
 
-@click.command("inspect")
+@click.command("inspect", cls=Command)
 @click.argument("names", nargs=-1, required=True)
 @click.option("-f", "--format", "fmt", default=None)
 @click.option("--type", "type_", type=click.Choice(["container", "image"]), default=None)
@@ -275,7 +313,7 @@ def inspect(ctx: Context, names: tuple[str, ...], fmt: str | None, type_: str | 
         sys.exit(1)
 
 
-@click.command("prune")
+@click.command("prune", cls=Command)
 @click.option("-f", "--force", is_flag=True)
 @click.option("--filter", "filters", multiple=True)
 @pass_ctx

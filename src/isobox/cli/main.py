@@ -11,6 +11,7 @@ import click
 
 from isobox import __version__
 from isobox.cli import containers as container_commands
+from isobox.cli import fs_cmds, manage_cmds, monitor_cmds, system_cmds, volume_cmds
 from isobox.cli import images as image_commands
 from isobox.cli import run as run_commands
 from isobox.cli.context import Context, make_context, pass_ctx
@@ -58,6 +59,11 @@ def info(ctx: Context, fmt: str) -> None:
 image_commands.register(cli)
 container_commands.register(cli)
 run_commands.register(cli)
+monitor_cmds.register(cli)
+fs_cmds.register(cli)
+manage_cmds.register(cli)
+volume_cmds.register(cli)
+system_cmds.register(cli)
 
 
 def main() -> None:

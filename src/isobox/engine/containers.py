@@ -76,8 +76,7 @@ class ContainerService:
                 status = "running"
             else:
                 status = "exited"
-                shim_state.setdefault("exit_code", 255)
-                self._cleanup_after_monitor(record)
+                shim_state = self._monitor_lost(record, shim_state, path)
         state.update({
             "Status": status,
             "Running": status in ("running", "paused"),
@@ -106,20 +105,69 @@ class ContainerService:
         except OSError:
             return False
 
+    def _monitor_lost(self, record: ContainerRecord, shim_state: dict[str, Any],
+                      path: str, exit_code: int = 255) -> dict[str, Any]:
+        """The monitor died before the container's end: clean up for it, and
+        record the end once (the exit status is lost: 255 unless we killed it)
+        so that every later look agrees on it."""
+        self._cleanup_after_monitor(record)
+        shim_state = {**shim_state, "status": "exited", "pid": 0, "exit_code": exit_code,
+                      "finished_at": _now_rfc3339(),
+                      "error": shim_state.get("error") or "the container's monitor died"}
+        try:
+            atomic_write(path, json.dumps(shim_state).encode() + b"\n", 0o644)
+        except OSError:
+            pass
+        return shim_state
+
     def _cleanup_after_monitor(self, record: ContainerRecord) -> None:
         """A monitor that died cannot unmount or delete: do it for it."""
-        from isobox.images.snapshots import unmount
-        from isobox.runtime.lifecycle import delete
+        self._runtime_delete(record)
+        self._unmount_rootfs(record)
+
+    def _runtime_delete(self, record: ContainerRecord) -> None:
+        """``delete --force`` through the container's own runtime (runc keeps
+        its state in its own format)."""
+        if record.runtime == "isobox-runtime":
+            from isobox.runtime.lifecycle import delete
+
+            try:
+                delete(self.runtime_root, record.id, force=True)
+            except IsoboxError:
+                pass
+            return
+        from isobox.engine.execs import runtime_binary
+        from isobox.linux.run import run
 
         try:
-            delete(self.runtime_root, record.id, force=True)
-        except IsoboxError:
+            run([runtime_binary(record.runtime), "--root", self.runtime_root, "delete",
+                 "--force", record.id], check=False)
+        except (IsoboxError, OSError, TimeoutError):
             pass
+
+    def _unmount_rootfs(self, record: ContainerRecord) -> None:
+        from isobox.images.snapshots import unmount
+
         rootfs = os.path.join(self.dir(record.id), "bundle", "rootfs")
         try:
             unmount(rootfs, detach=True)
         except (OSError, IsoboxError):
             pass
+
+    def monitor_alive(self, record: ContainerRecord) -> bool:
+        """Whether this container has a live monitor (one may be left from a
+        CLI killed between launching it and starting the container)."""
+        try:
+            with open(os.path.join(self.dir(record.id), "state.json"), "rb") as f:
+                shim_pid = int(json.loads(f.read()).get("shim_pid") or 0)
+        except (OSError, ValueError):
+            return False
+        return proc.is_alive(shim_pid)
+
+    def ensure_monitor(self, record: ContainerRecord) -> None:
+        """Launch the monitor unless a live one already holds the container."""
+        if not self.monitor_alive(record):
+            self.launch(record)
 
     # -- create ------------------------------------------------------------------------
 
@@ -215,7 +263,7 @@ class ContainerService:
         status = record.state["Status"]
         if status in ("running", "paused", "restarting"):
             return record
-        self.launch(record)
+        self.ensure_monitor(record)
         self.shim(record).start()
         record = self.get(record.id)
         self.event(record, "start")
@@ -241,13 +289,19 @@ class ContainerService:
         self.event(record, "stop")
 
     def _kill_without_monitor(self, record: ContainerRecord) -> None:
-        from isobox.runtime.lifecycle import delete
-
+        """The monitor is gone: kill and delete through the runtime, and record
+        the end (SIGKILL: 137)."""
+        self._runtime_delete(record)
+        path = os.path.join(self.dir(record.id), "state.json")
         try:
-            delete(self.runtime_root, record.id, force=True)
-        except IsoboxError:
-            pass
-        self._cleanup_after_monitor(record)
+            with open(path, "rb") as f:
+                shim_state = json.loads(f.read())
+        except (OSError, ValueError):
+            shim_state = {}
+        if shim_state.get("status") != "exited" and not self.monitor_alive(record):
+            self._monitor_lost(record, shim_state, path, 128 + signals.SIGKILL)
+        else:
+            self._unmount_rootfs(record)
 
     def kill(self, ref: str, signal: str = "KILL") -> None:
         record = self.get(ref)
@@ -290,15 +344,20 @@ class ContainerService:
 
     def remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> str:
         record = self.get(ref)
-        if record.state["Status"] in ("running", "paused", "restarting"):
-            if not force:
-                raise Conflict(f"You cannot remove a running container {record.id}. Stop the "
-                               "container before attempting removal or force remove")
+        status = record.state["Status"]
+        running = status in ("running", "paused", "restarting")
+        if running and not force:
+            raise Conflict(f"You cannot remove a running container {record.id}. Stop the "
+                           "container before attempting removal or force remove")
+        # A created container has a monitor when the CLI that started it was
+        # killed before the start; an exited one while its monitor finishes.
+        if running or (status == "created" and self.monitor_alive(record)):
             try:
                 self.shim(record).stop(signals.SIGKILL, 0)
             except IsoboxError:
                 self._kill_without_monitor(record)
-            self._wait_monitor_gone(record)
+        self._wait_monitor_gone(record)  # it unmounts the rootfs on its way out
+        self._unmount_rootfs(record)  # left by a create killed while it looked at the image
         self._forget(record.id, record.snapshot)
         self.event(record, "destroy")
         return record.id
@@ -315,7 +374,7 @@ class ContainerService:
                     return
                 if not proc.is_alive(shim_pid):
                     return
-            time.sleep(0.02)
+            time.sleep(0.005)
 
     def rename(self, ref: str, new_name: str) -> None:
         record = self.get(ref)
@@ -326,17 +385,43 @@ class ContainerService:
     # -- listing -----------------------------------------------------------------------
 
     def records(self, *, all_containers: bool = False) -> list[ContainerRecord]:
-        records = [self.reconcile(r) for r in self.store.all()]
+        records = [r for r in map(self.reconcile, self.store.all())
+                   if not self._auto_removed(r)]
         if not all_containers:
             records = [r for r in records if r.state["Running"]]
         return records
+
+    def _auto_removed(self, record: ContainerRecord) -> bool:
+        """``run -d --rm``: Docker's daemon removes the container when it
+        exits; without a daemon the next listing does, once its monitor is gone."""
+        host = record.request.get("HostConfig") or {}
+        if (not host.get("AutoRemove") or record.state["Status"] != "exited"
+                or self.monitor_alive(record)):
+            return False
+        try:
+            self.remove(record.id, force=True)
+        except IsoboxError:
+            return False
+        return True
 
     def inspect(self, ref: str) -> dict[str, Any]:
         from isobox.engine import views
 
         record = self.get(ref)
         return views.inspect(record, self.dir(record.id), record.image_id,
-                             self.log_path(record.id))
+                             self.log_path(record.id), self._merged_config(record))
+
+    def _merged_config(self, record: ContainerRecord) -> dict[str, Any] | None:
+        """The request's Config over the image's, as Docker's inspect shows it."""
+        from isobox.engine import api_types, runspec
+
+        try:
+            image = self.images.config_of(self.images.get(record.image_id))
+            merged = runspec.merge_config(api_types.decode_create(record.request), image)
+        except (IsoboxError, OSError, ValueError):
+            return None  # the image is gone: the request alone
+        out: dict[str, Any] = json.loads(api_types.encode(merged))
+        return out
 
     def size(self, ref: str) -> int:
         """Bytes in the container's writable layer."""
@@ -374,6 +459,11 @@ class ContainerService:
                 "running", "paused", "restarting")
         yield from read_log(self.log_path(record.id), follow=follow, tail=tail, since=since,
                             until=until, running=running)
+
+
+def _now_rfc3339() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
 
 
 def parse_signal(text: str | int) -> int:

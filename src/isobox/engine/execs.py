@@ -79,11 +79,15 @@ def exec_process(service: ContainerService, ref: str, cmd: list[str], *, tty: bo
         service.event(record, "exec_start: " + " ".join(cmd))
         stdin = None if interactive or tty else subprocess.DEVNULL
         if detach:
-            result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, check=False)
-            if result.returncode != 0:
-                raise Conflict(result.stderr.decode(errors="replace").strip()
-                               .removeprefix("isobox-runtime: "))
+            # A file, not a pipe: the detached process inherits the runtime's
+            # stderr and would hold a pipe open for as long as it runs.
+            with tempfile.TemporaryFile() as err:
+                result = subprocess.run(argv, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=err, check=False)
+                if result.returncode != 0:
+                    err.seek(0)
+                    raise Conflict(err.read().decode(errors="replace").strip()
+                                   .removeprefix("isobox-runtime: "))
             return 0
         code = subprocess.run(argv, stdin=stdin, check=False).returncode
         service.event(record, "exec_die", exitCode=str(code))

@@ -56,11 +56,46 @@ def status_text(state: dict[str, Any], now: float | None = None) -> str:
     return "Created"
 
 
+# Docker's zero values, so that ``inspect -f '{{.HostConfig.Memory}}'`` and
+# the like work whatever the request left out.
+CONFIG_DEFAULTS: dict[str, Any] = {
+    "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False,
+    "AttachStdout": False, "AttachStderr": False, "Tty": False, "OpenStdin": False,
+    "StdinOnce": False, "Env": None, "Cmd": None, "Image": "", "Volumes": None,
+    "WorkingDir": "", "Entrypoint": None, "OnBuild": None, "Labels": {},
+}
+HOST_CONFIG_DEFAULTS: dict[str, Any] = {
+    "Binds": None, "ContainerIDFile": "", "LogConfig": {"Type": "json-file", "Config": {}},
+    "NetworkMode": "default", "PortBindings": {}, "RestartPolicy": {
+        "Name": "no", "MaximumRetryCount": 0}, "AutoRemove": False, "VolumeDriver": "",
+    "VolumesFrom": None, "CapAdd": None, "CapDrop": None, "CgroupnsMode": "private",
+    "Dns": [], "DnsOptions": [], "DnsSearch": [], "ExtraHosts": None, "GroupAdd": None,
+    "IpcMode": "private", "Cgroup": "", "Links": None, "OomScoreAdj": 0, "PidMode": "",
+    "Privileged": False, "PublishAllPorts": False, "ReadonlyRootfs": False,
+    "SecurityOpt": None, "UTSMode": "", "UsernsMode": "", "ShmSize": 67108864,
+    "ConsoleSize": [0, 0], "CpuShares": 0, "Memory": 0, "NanoCpus": 0, "CgroupParent": "",
+    "BlkioWeight": 0, "CpuPeriod": 0, "CpuQuota": 0, "CpusetCpus": "", "CpusetMems": "",
+    "Devices": [], "MemoryReservation": 0, "MemorySwap": 0, "MemorySwappiness": None,
+    "OomKillDisable": False, "PidsLimit": None, "Ulimits": None, "Mounts": None,
+    "Tmpfs": None, "Init": None,
+}
+
+
 def inspect(record: ContainerRecord, container_dir: str, image_id: str,
-            log_path: str) -> dict[str, Any]:
+            log_path: str, merged: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Docker's inspect JSON; ``merged`` is the request's Config merged with
+    the image's (what the container runs with), when known."""
     req = record.request
-    host = dict(req.get("HostConfig") or {})
-    config = {k: v for k, v in req.items() if k not in ("HostConfig", "NetworkingConfig")}
+    host = {**HOST_CONFIG_DEFAULTS, **(req.get("HostConfig") or {})}
+    log_config = host["LogConfig"] or {}
+    host["LogConfig"] = {"Type": log_config.get("Type") or "json-file",
+                         "Config": log_config.get("Config") or {}}
+    host["RestartPolicy"] = {"Name": "no", "MaximumRetryCount": 0,
+                             **(host["RestartPolicy"] or {})}
+    host["RestartPolicy"]["Name"] = host["RestartPolicy"]["Name"] or "no"
+    config = {**CONFIG_DEFAULTS, "Hostname": record.id[:12],
+              **{k: v for k, v in req.items() if k not in ("HostConfig", "NetworkingConfig")},
+              **(merged or {})}
     args = process_args(container_dir)
     state = dict(record.state)
     state.setdefault("Dead", False)
@@ -94,7 +129,8 @@ def inspect(record: ContainerRecord, container_dir: str, image_id: str,
 def ps_row(record: ContainerRecord, container_dir: str, now: float | None = None
            ) -> dict[str, Any]:
     args = process_args(container_dir)
-    command = " ".join(args)
+    # Docker's list view: arguments with a space in single quotes.
+    command = " ".join([*args[:1], *(f"'{a}'" if " " in a else a for a in args[1:])])
     labels = record.request.get("Labels") or {}
     return {
         "ID": record.id, "Image": record.image, "Command": command,
