@@ -1,0 +1,192 @@
+"""What the container CLI tests share: the real ``isobox`` binary on a private
+root per module (busybox bootstrapped once), and a per-test check that the
+test's containers are gone without a trace: no mount under the root, no
+monitor (shim) process, no runtime state, no cgroup.
+
+Imported by ``test_cli_containers.py`` and ``test_cli_containers_monitor.py``
+(pytest puts this folder on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ISOBOX = str(Path(sys.executable).parent / "isobox")
+FULL_ID = re.compile(r"[0-9a-f]{64}")
+PS_HEADER = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+
+
+class Isobox:
+    """``isobox --root ROOT ...`` with a private HOME and ISOBOX_CONFIG."""
+
+    def __init__(self, root: Path, home: Path) -> None:
+        self.root = root
+        self.env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+                    "HOME": str(home), "ISOBOX_CONFIG": str(home / "isobox-config"),
+                    "LANG": "C.UTF-8", "TZ": "UTC"}
+
+    def argv(self, *args: str) -> list[str]:
+        return [ISOBOX, "--root", str(self.root), *args]
+
+    def __call__(self, *args: str, check: bool = True, input: bytes | None = None,
+                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        # Files, not pipes: a container started with -d must not hold our pipe.
+        result = subprocess.run(self.argv(*args), env=self.env, capture_output=True,
+                                input=input, timeout=timeout,
+                                stdin=subprocess.DEVNULL if input is None else None)
+        done = subprocess.CompletedProcess(result.args, result.returncode,
+                                           result.stdout.decode(errors="replace"),
+                                           result.stderr.decode(errors="replace"))
+        if check and done.returncode != 0:
+            raise AssertionError(f"isobox {' '.join(args)} exited {done.returncode}:\n"
+                                 f"{done.stdout}{done.stderr}")
+        return done
+
+    def popen(self, *args: str, **kw: Any) -> subprocess.Popen[bytes]:
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        return subprocess.Popen(self.argv(*args), env=self.env, **kw)
+
+    def fails(self, *args: str, code: int, match: str = "") -> str:
+        """Run, expect exit ``code`` and one line on stderr containing ``match``."""
+        result = self(*args, check=False)
+        assert result.returncode == code, (args, result.returncode, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, f"want one line on stderr, got {result.stderr!r}"
+        assert match in lines[0], lines[0]
+        return lines[0]
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        found: list[dict[str, Any]] = json.loads(self("inspect", ref).stdout)
+        return found[0]
+
+    def fmt(self, ref: str, template: str) -> str:
+        return self("inspect", "-f", template, ref).stdout.strip()
+
+    def container_dir(self, cid: str) -> Path:
+        return self.root / "containers" / cid
+
+    def shim_state(self, cid: str) -> dict[str, Any]:
+        state: dict[str, Any] = json.loads(
+            (self.container_dir(cid) / "state.json").read_text())
+        return state
+
+    def ids(self) -> list[str]:
+        return self("ps", "-aq", "--no-trunc").stdout.split()
+
+    def names(self, *extra: str) -> dict[str, str]:
+        """name -> Docker's status words, for every container."""
+        out = self("ps", "-a", *extra, "--format", "{{.Names}}\t{{.Status}}").stdout
+        return dict(line.split("\t", 1) for line in out.splitlines())
+
+
+def until(predicate: Callable[[], Any], timeout: float = 20, step: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
+
+
+def table(text: str) -> list[list[str]]:
+    """Docker's tabwriter output as cells (columns are 2+ spaces apart)."""
+    return [re.split(r" {2,}", line.rstrip()) for line in text.splitlines()]
+
+
+def mounts_under(root: Path) -> list[str]:
+    """Mount points under ``root``, from /proc/self/mountinfo (field 5,
+    with the kernel's octal escapes)."""
+    prefix = str(root).rstrip("/") + "/"
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)),
+                           line.split()[4])
+            if point.startswith(prefix) or point == str(root):
+                found.append(point)
+    return found
+
+
+def shim_processes(root: Path) -> dict[int, str]:
+    """pid -> container directory, for every monitor (``python -m
+    isobox.shim DIR``) running on a container of ``root``."""
+    prefix = str(root / "containers") + "/"
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if state == "Z" or "isobox.shim" not in argv:
+            continue
+        directory = argv[argv.index("isobox.shim") + 1] if argv[-1] != "isobox.shim" else ""
+        if directory.startswith(prefix):
+            found[int(entry)] = directory
+    return found
+
+
+def cgroups_of(cid: str) -> list[str]:
+    base = Path("/sys/fs/cgroup")
+    return [str(p) for p in base.glob(f"*/isobox/{cid}") if p.is_dir()]
+
+
+def kill_pid(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def assert_gone(box: Isobox, ids: list[str]) -> None:
+    """Nothing of ``ids`` left: no record, directory, shim, runtime state or cgroup,
+    and no mount anywhere under the root."""
+    assert not mounts_under(box.root), mounts_under(box.root)
+    shims = shim_processes(box.root)
+    assert not shims, f"monitors left running: {shims}"
+    runtime = box.root / "run" / "runtime"
+    left = sorted(p.name for p in runtime.iterdir()) if runtime.is_dir() else []
+    assert not [i for i in ids if i in left], f"runtime state left: {left}"
+    for cid in ids:
+        assert not box.container_dir(cid).exists(), f"container directory left: {cid}"
+        assert not cgroups_of(cid), cgroups_of(cid)
+
+
+def make_box(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Isobox]:
+    """A module's root with busybox bootstrapped; at the end, any monitor the
+    tests left is killed so one failure cannot hang the next module."""
+    base = tmp_path_factory.mktemp(name)
+    box = Isobox(base / "root", base / "home")
+    box("image", "bootstrap", "busybox")
+    yield box
+    for cid in box.ids():
+        box("rm", "-f", cid, check=False)
+    for pid in shim_processes(box.root):
+        kill_pid(pid)
+
+
+def clean_box(box: Isobox) -> Iterator[Isobox]:
+    """Per test: the test's containers (everything in the root, since tests of
+    a module run one after another) removed with ``rm -f``, then checked gone."""
+    yield box
+    ids = box.ids()
+    for cid in ids:
+        result = box("rm", "-f", cid, check=False)
+        assert result.returncode == 0, result.stderr
+    assert box.ids() == []
+    assert_gone(box, ids)
