@@ -29,15 +29,8 @@ def ago(timestamp: float | None, now: float | None = None) -> str:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """Columns padded as Docker's tabwriter does (3 spaces between)."""
-    grid = [list(headers)] + [list(r) for r in rows]
-    widths = [max(len(row[i]) for row in grid) for i in range(len(headers))]
-    lines = []
-    for row in grid:
-        cells = [cell.ljust(widths[i]) if i < len(row) - 1 else cell
-                 for i, cell in enumerate(row)]
-        lines.append("   ".join(cells).rstrip())
-    return "\n".join(lines) + "\n"
+    """Columns as Docker's tabwriter lays them out (minimum width 10, padding 3)."""
+    return _columns(["\t".join(row) for row in [list(headers)] + [list(r) for r in rows]])
 
 
 def render(fmt: str | None, rows: Sequence[Mapping[str, Any]], default_headers: Sequence[str],
@@ -80,11 +73,14 @@ def _title(field: str) -> str:
 
 
 def _columns(lines: list[str]) -> str:
+    """Go's tabwriter.NewWriter(out, 10, 1, 3, ' ', 0), which the docker CLI uses:
+    every column but the last is at least 10 wide, with 3 spaces of padding."""
     split = [line.split("\t") for line in lines]
     n = max(len(r) for r in split)
-    widths = [max((len(r[i]) for r in split if i < len(r)), default=0) for i in range(n)]
+    widths = [max(10, max((len(r[i]) for r in split if i < len(r)), default=0) + 3)
+              for i in range(n)]
     out = []
     for row in split:
         cells = [c.ljust(widths[i]) if i < len(row) - 1 else c for i, c in enumerate(row)]
-        out.append("   ".join(cells).rstrip())
+        out.append("".join(cells).rstrip())
     return "\n".join(out) + "\n"
