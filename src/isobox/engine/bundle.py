@@ -322,8 +322,23 @@ def _write_shim_config(service: ContainerService, record: ContainerRecord,
         "stop_signal": stop_signal,
         "stop_timeout": create.stop_timeout if create.stop_timeout is not None else 10,
     }
+    if host.auto_remove:
+        shim["exit_command"] = _remove_command(service, record.id)
     atomic_write(os.path.join(service.dir(record.id), "shim.json"),
                  json.dumps(shim).encode(), 0o600)
+
+
+def _remove_command(service: ContainerService, container_id: str) -> list[str]:
+    """``isobox rm -f <id>`` for the monitor to run when a --rm container ends
+    (podman's exit command): a detached container is removed without a CLI."""
+    import sys
+
+    from isobox.engine.config import DEFAULT_ROOT
+
+    argv = [os.path.join(os.path.dirname(sys.executable), "isobox")]
+    if service.config.root != DEFAULT_ROOT:
+        argv += ["--root", service.config.root]
+    return [*argv, "rm", "-f", container_id]
 
 
 def _size(text: str) -> int:

@@ -156,7 +156,8 @@ class RestartPolicy:
 class ShimConfig:
     """shim.json, checked field by field."""
 
-    __slots__ = ("bundle", "dir", "id", "log_max_file", "log_max_size", "log_path",
+    __slots__ = ("bundle", "dir", "exit_command", "id", "log_max_file", "log_max_size",
+                 "log_path",
                  "open_stdin", "restart", "rootfs_mounts", "runtime", "runtime_root",
                  "stdin_once", "stop_signal", "stop_timeout", "tty")
 
@@ -184,6 +185,10 @@ class ShimConfig:
         self.restart = RestartPolicy(_get(restart, "name", str, "no", "restart."),
                                      _get(restart, "max_retries", int, 0, "restart."))
         self.rootfs_mounts = [_mount(m) for m in _get(raw, "rootfs_mounts", list, [])]
+        #: Run (detached) once the container is done for good: ``--rm``.
+        self.exit_command = [str(a) for a in _get(raw, "exit_command", list, [])]
+        if self.exit_command and not os.path.isabs(self.exit_command[0]):
+            raise InvalidArgument("shim.json: exit_command must start with an absolute path")
 
     @classmethod
     def load(cls, container_dir: str) -> ShimConfig:

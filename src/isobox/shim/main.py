@@ -154,7 +154,18 @@ def run(cfg: ShimConfig, ready: Ready) -> int:
             _abandon(runtime, state, describe(exc))
             return 1
         log(f"container {cfg.id} done: exit code {state.exit_code}")
+    if cfg.exit_command:
+        _spawn_detached(cfg.exit_command)
     return 0
+
+
+def _spawn_detached(argv: list[str]) -> None:
+    """Start the exit command (``--rm``: remove the container) in its own
+    session and do not wait: it waits for this monitor to be gone."""
+    try:
+        os.posix_spawn(argv[0], argv, dict(os.environ), setsid=True)
+    except OSError as exc:
+        log(f"exit command {argv[0]} failed: {describe(exc)}")
 
 
 def _abandon(runtime: Runtime, state: ShimState, message: str) -> None:
