@@ -127,6 +127,9 @@ def ps(ctx: Context, all_: bool, quiet: bool, last: int, latest: bool, size: boo
     if last > 0:
         records = records[:last]
     rows = [ps_row(r, ctx.containers.dir(r.id)) for r in records]
+    for row in rows:
+        if row["State"] in ("running", "paused"):
+            row["Ports"] = ctx.containers.networking.ps_ports(ctx.containers.dir(row["ID"]))
     rows = [r for r in rows if _ps_filter(r, parsed, ctx.images)]
     if quiet:
         click.echo("".join(f"{r['ID'] if no_trunc else r['ID'][:12]}\n" for r in rows), nl=False)

@@ -11,7 +11,14 @@ import click
 
 from isobox import __version__
 from isobox.cli import containers as container_commands
-from isobox.cli import fs_cmds, manage_cmds, monitor_cmds, system_cmds, volume_cmds
+from isobox.cli import (
+    fs_cmds,
+    manage_cmds,
+    monitor_cmds,
+    network_cmds,
+    system_cmds,
+    volume_cmds,
+)
 from isobox.cli import images as image_commands
 from isobox.cli import run as run_commands
 from isobox.cli.context import Context, make_context, pass_ctx
@@ -64,6 +71,7 @@ fs_cmds.register(cli)
 manage_cmds.register(cli)
 volume_cmds.register(cli)
 system_cmds.register(cli)
+network_cmds.register(cli)
 
 
 def main() -> None:

@@ -31,9 +31,13 @@ class ContainerService:
         os.makedirs(os.path.join(config.root, "containers"), mode=0o711, exist_ok=True)
         self.store = ContainerStore(os.path.join(config.root, "containers.db"))
         images.in_use = self.store.using_image
+        from isobox.engine.networking import Networking
+
+        self.networking = Networking(config.root)
 
     def close(self) -> None:
         self.store.close()
+        self.networking.close()
 
     # -- paths ------------------------------------------------------------------
 
@@ -95,6 +99,8 @@ class ContainerService:
         if state != record.state:
             self.store.set_state(record.id, state)
             record.state = state
+        if status in ("exited", "dead") and self.networking.attached(self.dir(record.id)):
+            self.networking.detach(self.dir(record.id))
         return record
 
     def _frozen(self, record: ContainerRecord) -> bool:
@@ -168,6 +174,29 @@ class ContainerService:
         """Launch the monitor unless a live one already holds the container."""
         if not self.monitor_alive(record):
             self.launch(record)
+        self._attach_network(record)
+
+    def _attach_network(self, record: ContainerRecord) -> None:
+        """Connect the created container to its network before it starts;
+        on failure the container is killed and left created."""
+        from isobox.engine.networking import network_of
+
+        d = self.dir(record.id)
+        if network_of(record.request) is None or self.networking.attached(d):
+            return
+        try:
+            with open(os.path.join(d, "state.json"), "rb") as f:
+                pid = int(json.loads(f.read()).get("pid") or 0)
+            if not pid:
+                raise IsoboxError("the container has no init process to connect")
+            self.networking.attach(record, d, pid)
+        except BaseException:
+            try:
+                self.shim(record).stop(signals.SIGKILL, 0)
+            except IsoboxError:
+                self._kill_without_monitor(record)
+            self._wait_monitor_gone(record)
+            raise
 
     # -- create ------------------------------------------------------------------------
 
@@ -193,6 +222,7 @@ class ContainerService:
             raise InvalidArgument(f"unknown or invalid runtime name: {runtime}")
         if runtime != "isobox-runtime" and shutil.which(runtime) is None:
             raise Unavailable(f"runtime {runtime} is not installed")
+        self.networking.validate(request)
         record = self._image_for(image_name, pull, platform, progress)
         cid = naming.new_id()
         if name:
@@ -284,6 +314,7 @@ class ContainerService:
         except IsoboxError:
             self._kill_without_monitor(record)
         record = self.get(record.id)
+        self.networking.detach(self.dir(record.id))
         self.event(record, "kill", signal=str(sig))
         self.event(record, "die", exitCode=str(record.state["ExitCode"]))
         self.event(record, "stop")
@@ -358,6 +389,7 @@ class ContainerService:
                 self._kill_without_monitor(record)
         self._wait_monitor_gone(record)  # it unmounts the rootfs on its way out
         self._unmount_rootfs(record)  # left by a create killed while it looked at the image
+        self.networking.detach(self.dir(record.id))
         self._forget(record.id, record.snapshot)
         self.event(record, "destroy")
         return record.id
@@ -408,8 +440,12 @@ class ContainerService:
         from isobox.engine import views
 
         record = self.get(ref)
-        return views.inspect(record, self.dir(record.id), record.image_id,
-                             self.log_path(record.id), self._merged_config(record))
+        out = views.inspect(record, self.dir(record.id), record.image_id,
+                            self.log_path(record.id), self._merged_config(record))
+        settings = self.networking.settings(self.dir(record.id))
+        if settings is not None:
+            out["NetworkSettings"] = settings
+        return out
 
     def _merged_config(self, record: ContainerRecord) -> dict[str, Any] | None:
         """The request's Config over the image's, as Docker's inspect shows it."""

@@ -37,6 +37,12 @@ def published(service: ContainerService, ref: str) -> dict[str, list[str]]:
     host = record.request.get("HostConfig") or {}
     if record.state["Status"] not in ("running", "paused"):
         return {}
+    live = service.networking.bindings(service.dir(record.id))
+    if live is not None:  # connected to a network: what was really published
+        found: dict[str, list[str]] = {}
+        for port, address in sorted(live, key=lambda b: _key(b[0])):
+            found.setdefault(port, []).append(address)
+        return found
     if (host.get("NetworkMode") or "") not in _BRIDGE:
         return {}
     out: dict[str, list[str]] = {}
