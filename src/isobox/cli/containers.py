@@ -10,8 +10,7 @@ from typing import Any
 import click
 
 from isobox.cli.context import Context, errors, pass_ctx
-from isobox.cli.images import print_inspect
-from isobox.cli.output import human_size, render
+from isobox.cli.output import human_size, print_inspect, render
 from isobox.errors import IsoboxError, NotFound
 
 

@@ -4,15 +4,14 @@ save, load, import, login, logout, bootstrap."""
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import sys
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import click
 
 from isobox.cli.context import Context, errors, pass_ctx
-from isobox.cli.output import ago, human_size, render
+from isobox.cli.output import ago, human_size, print_inspect, render
 from isobox.oci import digest as digests
 
 
@@ -121,17 +120,6 @@ def image_inspect(ctx: Context, names: tuple[str, ...], fmt: str | None) -> None
     """Display detailed information on one or more images."""
     found = [ctx.images.inspect(n) for n in names]
     print_inspect(found, fmt)
-
-
-def print_inspect(found: list[dict[str, Any]], fmt: str | None) -> None:
-    if fmt:
-        from isobox.cli.gotemplate import Template
-
-        template = Template(fmt)
-        for item in found:
-            click.echo(template.render(item))
-    else:
-        click.echo(json.dumps(found, indent=4))
 
 
 @click.command("history")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -10,7 +9,7 @@ import click
 
 from isobox.cli.context import Context, pass_ctx
 from isobox.cli.ops_common import DockerGroup, daemon_errors, fail
-from isobox.cli.output import render
+from isobox.cli.output import inspect_all, render
 
 NETWORK_HEADERS = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE",
                    "Internal": "INTERNAL", "Labels": "LABELS", "CreatedAt": "CREATED AT"}
@@ -110,25 +109,8 @@ def ls(ctx: Context, quiet: bool, filters: tuple[str, ...], fmt: str | None,
 @daemon_errors
 def inspect(ctx: Context, names: tuple[str, ...], fmt: str | None) -> None:
     """Display detailed information on one or more networks."""
-    from isobox.errors import IsoboxError
 
-    found, failed = [], False
-    for name in names:
-        try:
-            found.append(_nets(ctx).inspect(name))
-        except IsoboxError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            failed = True
-    if fmt:
-        from isobox.cli.gotemplate import Template
-
-        template = Template(fmt)
-        for item in found:
-            click.echo(template.render(item))
-    else:
-        click.echo(json.dumps(found, indent=4))
-    if failed:
-        sys.exit(1)
+    inspect_all(names, _nets(ctx).inspect, fmt, "Error: ")
 
 
 @network.command("rm")

@@ -84,3 +84,37 @@ def _columns(lines: list[str]) -> str:
         cells = [c.ljust(widths[i]) if i < len(row) - 1 else c for i, c in enumerate(row)]
         out.append("".join(cells).rstrip())
     return "\n".join(out) + "\n"
+
+
+def print_inspect(found: Sequence[Any], fmt: str | None) -> None:
+    """``inspect``'s output: a JSON array, or the template once per object."""
+    import click
+
+    if fmt:
+        template = Template(fmt)
+        for item in found:
+            click.echo(template.render(item))
+    else:
+        click.echo(json.dumps(list(found), indent=4))
+
+
+def inspect_all(names: Sequence[str], lookup: Any, fmt: str | None,
+                prefix: str = "Error response from daemon: ") -> None:
+    """Inspect each name, print what was found, one error line for each
+    name that was not, and exit 1 if any was not (as docker does)."""
+    import sys
+
+    import click
+
+    from isobox.errors import IsoboxError
+
+    found, failed = [], False
+    for name in names:
+        try:
+            found.append(lookup(name))
+        except IsoboxError as exc:
+            click.echo(f"{prefix}{exc}", err=True)
+            failed = True
+    print_inspect(found, fmt)
+    if failed:
+        sys.exit(1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -10,7 +9,7 @@ import click
 
 from isobox.cli.context import Context, pass_ctx
 from isobox.cli.ops_common import DockerGroup, confirm, daemon_errors, fail, human_size
-from isobox.cli.output import render
+from isobox.cli.output import inspect_all, render
 from isobox.errors import IsoboxError
 
 VOLUME_HEADERS = {"Driver": "DRIVER", "Name": "VOLUME NAME", "Scope": "SCOPE",
@@ -83,24 +82,7 @@ def ls(ctx: Context, quiet: bool, filters: tuple[str, ...], fmt: str | None) -> 
 @daemon_errors
 def inspect(ctx: Context, names: tuple[str, ...], fmt: str | None) -> None:
     """Display detailed information on one or more volumes."""
-    found, failed = [], False
-    ops = _ops(ctx)
-    for name in names:
-        try:
-            found.append(ops.inspect(name))
-        except IsoboxError as exc:
-            click.echo(f"Error response from daemon: {exc}", err=True)
-            failed = True
-    if fmt:
-        from isobox.cli.gotemplate import Template
-
-        template = Template(fmt)
-        for item in found:
-            click.echo(template.render(item))
-    else:
-        click.echo(json.dumps(found, indent=4))
-    if failed:
-        sys.exit(1)
+    inspect_all(names, _ops(ctx).inspect, fmt)
 
 
 @volume.command("rm")
