@@ -163,6 +163,27 @@ def test_unpack_checks_the_diff_id_and_the_chain(tmp_path: Path) -> None:
     assert snap.unpack_layer(sha(blob), None, io.BytesIO(b""), sha(blob)) == 21
 
 
+def test_stage_layers_before_their_parents_commit_in_order(tmp_path: Path) -> None:
+    snap = OverlaySnapshotter(str(tmp_path / "snap"))
+    chains = chain_ids([sha(b) for b in IMAGE])
+    parents = [None, *chains[:-1]]
+    staged = [snap.stage_layer(c, p, io.BytesIO(b), sha(b))
+              for b, c, p in reversed(list(zip(IMAGE, chains, parents, strict=True)))]
+    staged.reverse()
+    assert snap.list() == []
+    with pytest.raises(NotFound, match="parent"):
+        staged[1].commit()  # its parent is still only staged
+    assert snap.list() == [] and len(os.listdir(tmp_path / "snap" / "tmp")) == len(IMAGE) - 1
+    staged[0].commit()
+    for layer in staged[2:]:
+        layer.discard()
+    assert [s.id for s in snap.list()] == [chains[0]]
+    assert os.listdir(tmp_path / "snap" / "tmp") == []
+    with snap.stage_layer(chains[1], chains[0], io.BytesIO(IMAGE[1]), sha(IMAGE[1])) as layer:
+        assert layer.commit() > 0
+    assert snap.has_layer(chains[1]) and os.listdir(tmp_path / "snap" / "tmp") == []
+
+
 def test_two_hundred_layers_mount(tmp_path: Path) -> None:
     snap = OverlaySnapshotter(str(tmp_path / "snap"))
     layers = [tar(f(f"layer/{i:03}", str(i).encode()), f("top", str(i).encode()))

@@ -9,6 +9,7 @@ import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 from isobox.engine.config import EngineConfig
@@ -17,7 +18,7 @@ from isobox.images import archive, archive_load, bootstrap, importer
 from isobox.images.chain import chain_ids
 from isobox.images.content import ContentStore
 from isobox.images.records import ImageRecord, ImageRecords
-from isobox.images.snapshots import OverlaySnapshotter
+from isobox.images.snapshots import OverlaySnapshotter, StagedLayer
 from isobox.oci import digest as digests
 from isobox.oci import image_spec as spec
 from isobox.oci import reference as refs
@@ -25,6 +26,9 @@ from isobox.oci import reference as refs
 #: Which containers use an image (the container store answers; images alone
 #: know of none).
 InUse = Callable[[str], list[str]]
+
+#: Layers of one image unpacked at the same time.
+_UNPACK_THREADS = 4
 
 
 def _no_containers(image_id: str) -> list[str]:
@@ -130,13 +134,40 @@ class ImageService:
         if len(diff_ids) != len(manifest.layers):
             raise InvalidArgument(f"image has {len(manifest.layers)} layers but its config "
                                   f"lists {len(diff_ids)} diff ids")
-        size = 0
-        parent: str | None = None
-        for layer, diff_id, chain in zip(manifest.layers, diff_ids, chain_ids(diff_ids),
-                                         strict=True):
+        chains = chain_ids(diff_ids)
+        parents: list[str | None] = [None, *chains[:-1]]
+        jobs = list(zip(manifest.layers, diff_ids, chains, parents, strict=True))
+        if len(jobs) <= 1:
+            size = 0
+            for layer, diff_id, chain, parent in jobs:
+                with self.store.open(layer.digest) as blob:
+                    size += self.snapshots.unpack_layer(chain, parent, blob, diff_id)
+            return size
+        return self._unpack_parallel(jobs)
+
+    def _unpack_parallel(self, jobs: list[tuple[spec.Descriptor, str, str, str | None]]) -> int:
+        """Stage the layers in parallel threads (creating files is kernel
+        time, and releases the GIL), then commit them bottom up. On any
+        failure every staged layer is discarded and the first error raised;
+        layers committed before it stay (they are complete)."""
+
+        def stage(job: tuple[spec.Descriptor, str, str, str | None]) -> StagedLayer:
+            layer, diff_id, chain, parent = job
             with self.store.open(layer.digest) as blob:
-                size += self.snapshots.unpack_layer(chain, parent, blob, diff_id)
-            parent = chain
+                return self.snapshots.stage_layer(chain, parent, blob, diff_id)
+
+        pool = ThreadPoolExecutor(max_workers=min(len(jobs), _UNPACK_THREADS),
+                                  thread_name_prefix="isobox-unpack")
+        futures = [pool.submit(stage, job) for job in jobs]
+        size = 0
+        try:
+            for future in futures:
+                size += future.result().commit()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            for future in futures:
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    future.result().discard()
         return size
 
     def ensure_unpacked(self, record: ImageRecord) -> None:

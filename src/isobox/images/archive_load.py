@@ -76,7 +76,8 @@ def load(store: ContentStore, records: ImageRecords, src: BinaryIO, *,
     ``--base-name``); without it such images load untagged."""
     base = refs.parse(base_name, default_tag=False) if base_name else None
     reader = compression.decompressed(src, "archive")
-    with stage(reader, tmpdir=tmpdir, limits=limits) as staged:
+    # Staged on the store's filesystem, so that blobs are linked, not copied.
+    with stage(reader, tmpdir=tmpdir or store.ingest_dir, limits=limits) as staged:
         if staged.has("manifest.json"):
             plans = _docker_plans(staged)
         elif staged.has("index.json"):
@@ -89,8 +90,9 @@ def load(store: ContentStore, records: ImageRecords, src: BinaryIO, *,
 
 def _commit(store: ContentStore, records: ImageRecords, plan: _Plan) -> LoadedImage:
     for blob, digest in plan.blobs:
-        with open(blob.path, "rb") as f:
-            store.ingest_from(f, digest, blob.size)
+        # Verified when staged (sha256 while writing, other digests by
+        # staged.blob); the staged file is linked into the store, not copied.
+        store.ingest_file(blob.path, digest, blob.size)
     store.put(plan.config_raw, plan.config_digest)
     manifest_digest = store.put(plan.manifest_raw, plan.manifest_digest)
     records.add(plan.config_digest, manifest_digest, plan.created, plan.size)

@@ -91,6 +91,49 @@ class Snapshotter(Protocol):
     def list(self) -> list[SnapshotInfo]: ...
 
 
+class StagedLayer:
+    """A layer unpacked into tmp/ by ``OverlaySnapshotter.stage_layer``, not
+    yet visible. A context manager: leaving it uncommitted discards it."""
+
+    def __init__(self, snapshotter: OverlaySnapshotter, chain_id: str, parent: str | None,
+                 staging: str | None, size: int, diff_id: str,
+                 lock: contextlib.AbstractContextManager[bool] | None) -> None:
+        self.snapshotter = snapshotter
+        self.chain_id = chain_id
+        self.parent = parent
+        self.staging = staging   #: None when the layer already existed
+        self.size = size
+        self.diff_id = diff_id
+        self._lock = lock
+        self.done = staging is None
+
+    def commit(self) -> int:
+        """Make the layer visible (its parent must exist by now); returns its size."""
+        if self.done:
+            return self.size
+        try:
+            self.size = self.snapshotter._commit_staged(self)
+        finally:
+            self.discard()
+        return self.size
+
+    def discard(self) -> None:
+        """Remove the staged layer (if not committed) and release the chain's lock."""
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging = None
+        if self._lock is not None:
+            lock, self._lock = self._lock, None
+            lock.__exit__(None, None, None)
+        self.done = True
+
+    def __enter__(self) -> StagedLayer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+
 class OverlaySnapshotter:
     def __init__(self, root: str, *, limits: Limits = DEFAULT_LIMITS) -> None:
         self.root = os.path.abspath(root)
@@ -175,37 +218,61 @@ class OverlaySnapshotter:
         if make_chain_id(parent, expected_diff_id) != digests.validate(chain_id):
             raise InvalidArgument(f"chain id {chain_id} is not diff {expected_diff_id} "
                                   f"on top of {parent}")
+        if parent is not None and not self.has_layer(parent) and not self.has_layer(chain_id):
+            raise NotFound(f"parent layer {parent} is not unpacked")
+        with self.stage_layer(chain_id, parent, blob, expected_diff_id) as staged:
+            return staged.commit()
+
+    def stage_layer(self, chain_id: str, parent: str | None, blob: BinaryIO,
+                    expected_diff_id: str) -> StagedLayer:
+        """Unpack ``blob`` into tmp/ as layer ``chain_id``, without requiring
+        ``parent`` to exist yet: the returned StagedLayer's ``commit`` makes
+        it visible (and checks the parent then); ``discard`` (or leaving its
+        ``with`` block uncommitted) removes it. Layers of one image can be
+        staged in parallel threads and committed bottom up. The chain's lock
+        is held until commit or discard."""
+        if make_chain_id(parent, expected_diff_id) != digests.validate(chain_id):
+            raise InvalidArgument(f"chain id {chain_id} is not diff {expected_diff_id} "
+                                  f"on top of {parent}")
         hexid = digests.parse(chain_id)[1]
-        with self._flock(os.path.join(self.root, "locks", f"{hexid}.lock")):
+        lock = self._flock(os.path.join(self.root, "locks", f"{hexid}.lock"))
+        lock.__enter__()
+        staging: str | None = None
+        try:
             existing = self._info(chain_id)
             if existing is not None:
-                return int(existing["size"])
-            if parent is not None and not self.has_layer(parent):
-                raise NotFound(f"parent layer {parent} is not unpacked")
+                lock.__exit__(None, None, None)
+                return StagedLayer(self, chain_id, parent, None, int(existing["size"]), "",
+                                   None)
             staging = self._stage(f"unpack-{hexid}-")
-            committed = False
-            try:
-                os.mkdir(os.path.join(staging, "fs"), 0o755)
-                result = apply_layer(blob, os.path.join(staging, "fs"), limits=self.limits)
-                if result.diff_id != expected_diff_id:
-                    raise InvalidArgument(f"layer content does not match its diff id: want "
-                                          f"{expected_diff_id}, got {result.diff_id}")
-                final = self._dir(chain_id)
-                with self._meta_lock():
-                    if parent is not None and not self.has_layer(parent):
-                        raise NotFound(f"parent layer {parent} was removed")
-                    if (info := self._info(chain_id)) is not None:
-                        return int(info["size"])  # unpacked by a process without our lock
-                    self._write_info(staging, {
-                        "id": chain_id, "kind": "layer", "parent": parent,
-                        "diff_id": result.diff_id, "size": result.size, "created": time.time(),
-                        "link": self._make_link(hexid, final)})
-                    os.rename(staging, final)
-                    committed = True
-                return result.size
-            finally:
-                if not committed:
-                    shutil.rmtree(staging, ignore_errors=True)
+            os.mkdir(os.path.join(staging, "fs"), 0o755)
+            result = apply_layer(blob, os.path.join(staging, "fs"), limits=self.limits)
+            if result.diff_id != expected_diff_id:
+                raise InvalidArgument(f"layer content does not match its diff id: want "
+                                      f"{expected_diff_id}, got {result.diff_id}")
+        except BaseException:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            lock.__exit__(None, None, None)
+            raise
+        return StagedLayer(self, chain_id, parent, staging, result.size, result.diff_id, lock)
+
+    def _commit_staged(self, staged: StagedLayer) -> int:
+        assert staged.staging is not None
+        hexid = digests.parse(staged.chain_id)[1]
+        final = self._dir(staged.chain_id)
+        with self._meta_lock():
+            if staged.parent is not None and not self.has_layer(staged.parent):
+                raise NotFound(f"parent layer {staged.parent} is not unpacked or was removed")
+            if (info := self._info(staged.chain_id)) is not None:
+                return int(info["size"])  # unpacked by a process without our lock
+            self._write_info(staged.staging, {
+                "id": staged.chain_id, "kind": "layer", "parent": staged.parent,
+                "diff_id": staged.diff_id, "size": staged.size, "created": time.time(),
+                "link": self._make_link(hexid, final)})
+            os.rename(staged.staging, final)
+            staged.staging = None
+        return staged.size
 
     def _chain(self, chain_id: str) -> list[dict[str, Any]]:
         """The infos of chain_id and every layer below it, top first."""
