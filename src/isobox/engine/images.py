@@ -295,8 +295,8 @@ class ImageService:
         record = self.records.lookup(name)
         users = self.in_use(record.id)
         names = self.records.names_of(record.id)
-        by_name = _is_reference(name) and any(
-            _same_name(name, r) for r, _ in names)
+        # A name that resolves as a tag is a name, even if it looks like hex.
+        by_name = any(_same_name(name, r) for r, _ in names)
         out = []
         if by_name:
             untagged = self._untag_only(refs.parse(name), names)
@@ -457,10 +457,6 @@ def _depth(info: Any, snapshots: OverlaySnapshotter) -> int:
 def _split_tag(familiar: str) -> tuple[str, str]:
     ref = refs.parse(familiar)
     return ref.familiar_name, ref.tag or "<none>"
-
-
-def _is_reference(name: str) -> bool:
-    return not refs.looks_like_id(name)
 
 
 def _same_name(name: str, ref_text: str) -> bool:

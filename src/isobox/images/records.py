@@ -113,15 +113,26 @@ class ImageRecords:
         return str(row[0]), row[1]
 
     def lookup(self, text: str) -> ImageRecord:
-        """An image by reference, full or short id, or name@digest, as Docker resolves."""
-        if refs.looks_like_id(text):
-            body = text if text.startswith("sha256:") else f"sha256:{text}"
-            rows = self._db.execute("SELECT id FROM images WHERE id LIKE ?",
-                                    (body.replace("%", "") + "%",)).fetchall()
-            if len(rows) == 1:
-                return self.get(rows[0][0])
-            if len(rows) > 1:
-                raise Conflict(f"image id prefix {text} is ambiguous")
+        """An image by reference, full or short id, or name@digest, as Docker
+        resolves it: a full id, else a name (so a tag like ``cafe`` is a name),
+        else a unique id prefix."""
+        body = text[7:] if text.startswith("sha256:") else text
+        if len(body) == 64 and refs.looks_like_id(body):
+            return self.get(f"sha256:{body}")
+        try:
+            return self._by_name(text)
+        except NotFound:
+            if not refs.looks_like_id(text):
+                raise
+        rows = self._db.execute("SELECT id FROM images WHERE id LIKE ?",
+                                (f"sha256:{body}%",)).fetchall()
+        if len(rows) > 1:
+            raise Conflict(f"image id prefix {text} is ambiguous")
+        if not rows:
+            raise NotFound(f"No such image: {text}")
+        return self.get(rows[0][0])
+
+    def _by_name(self, text: str) -> ImageRecord:
         try:
             ref = refs.parse(text)
         except InvalidArgument:
