@@ -225,14 +225,24 @@ class ContainerService:
         self.networking.validate(request)
         record = self._image_for(image_name, pull, platform, progress)
         cid = naming.new_id()
-        if name:
-            name = naming.validate_name(name)
-        else:
-            name = naming.random_name(lambda n: self._name_taken(n))
         snapshot = f"ctr-{cid}"
-        self.store.insert(id=cid, name=name, image=image_name, image_id=record.id,
-                          request=request, snapshot=snapshot, runtime=runtime,
-                          isolation="process")
+        if name:
+            self.store.insert(id=cid, name=naming.validate_name(name), image=image_name,
+                              image_id=record.id, request=request, snapshot=snapshot,
+                              runtime=runtime, isolation="process")
+        else:
+            # Two commands may draw the same free name at once: the loser of
+            # the UNIQUE constraint draws again (a chosen name is never retried).
+            for attempt in range(10):
+                try:
+                    self.store.insert(
+                        id=cid, name=naming.random_name(lambda n: self._name_taken(n)),
+                        image=image_name, image_id=record.id, request=request,
+                        snapshot=snapshot, runtime=runtime, isolation="process")
+                    break
+                except Conflict:
+                    if attempt == 9:
+                        raise
         try:
             mounts = self.images.snapshots.prepare(snapshot, self.images.top_layer(record))
             bundle.write(self, self.store.get(cid), record, mounts)
