@@ -12,11 +12,12 @@ import click
 
 from isobox.cli.context import Context, errors, pass_ctx
 from isobox.cli.output import ago, human_size, print_inspect, render
-from isobox.oci import digest as digests
 
 
 def _short(image_id: str, no_trunc: bool) -> str:
-    return image_id if no_trunc else digests.short_id(image_id)
+    from isobox.engine.images import short_id
+
+    return image_id if no_trunc else short_id(image_id)
 
 
 @click.command("pull")
@@ -27,10 +28,9 @@ def _short(image_id: str, no_trunc: bool) -> str:
 @errors(exit_code=1)
 def pull(ctx: Context, name: str, platform: str | None, quiet: bool) -> None:
     """Pull an image from a registry."""
-    from isobox.engine.images import terminal_progress
-    from isobox.oci import reference as refs
+    from isobox.engine.images import parse_reference, terminal_progress
 
-    ref = refs.parse(name)
+    ref = parse_reference(name)
     if not quiet and ref.tag == "latest" and ":" not in name.rpartition("/")[2]:
         click.echo("Using default tag: latest")
     if quiet:
@@ -50,10 +50,9 @@ def pull(ctx: Context, name: str, platform: str | None, quiet: bool) -> None:
 @errors(exit_code=1)
 def push(ctx: Context, name: str, quiet: bool) -> None:
     """Push an image to a registry."""
-    from isobox.engine.images import terminal_progress
-    from isobox.oci import reference as refs
+    from isobox.engine.images import parse_reference, terminal_progress
 
-    ref = refs.parse(name)
+    ref = parse_reference(name)
     if quiet:
         ctx.images.push(name)
         click.echo(str(ref))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
-import shutil
 import sys
 
 import click
@@ -41,19 +39,9 @@ def cli(click_ctx: click.Context, root: str | None, insecure: tuple[str, ...]) -
 @pass_ctx
 def info(ctx: Context, fmt: str) -> None:
     """Show what this host offers to containers."""
-    from isobox.cgroups import detect_version
+    from isobox.engine.hostinfo import host_facts
 
-    facts = {
-        "Version": __version__,
-        "Kernel": platform.release(),
-        "CgroupVersion": str(detect_version()),
-        "Root": ctx.config.root,
-        "Runtimes": {
-            name: path for name in ("isobox-runtime", "runc", "crun", "runsc")
-            if (path := shutil.which(name))
-        },
-        "DefaultIsolation": "process",
-    }
+    facts = host_facts(ctx.config)
     if fmt == "json":
         click.echo(json.dumps(facts, indent=2))
         return

@@ -525,6 +525,16 @@ def _matches_reference(tag: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatch(tag, pat) or fnmatch.fnmatch(name, pat) for pat in patterns)
 
 
+def parse_reference(name: str) -> refs.Reference:
+    """A reference normalised as Docker does (``busybox`` ->
+    ``docker.io/library/busybox:latest``), for the CLI's messages."""
+    return refs.parse(name)
+
+
+def short_id(image_id: str) -> str:
+    return digests.short_id(image_id)
+
+
 def terminal_progress(stream: Any) -> Any:
     """Progress bars on a terminal, plain lines otherwise (for CLI pulls and pushes)."""
     from isobox.registry import terminal_progress as make
