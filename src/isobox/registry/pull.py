@@ -13,7 +13,6 @@ import logging
 import re
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import httpx
@@ -27,6 +26,7 @@ from isobox.registry._http import describe_transport_error, is_retryable
 from isobox.registry._remote import Remote, failure
 from isobox.registry.auth import repository_scope
 from isobox.registry.errors import Forbidden, Unauthorized, describe, error_codes
+from isobox.registry.parallel import run_all
 from isobox.registry.progress import EventKind, Progress, ProgressEvent, no_progress
 
 log = logging.getLogger(__name__)
@@ -209,20 +209,7 @@ class Puller:
             else:
                 todo.append(desc)
                 self.emit(EventKind.BLOB_START, desc)
-        if len(todo) <= 1 or self.workers == 1:
-            for desc in todo:
-                self._blob(desc)
-            return
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="isobox-pull") as pool:
-            futures = [pool.submit(self._blob, desc) for desc in todo]
-            try:
-                for future in as_completed(futures):
-                    future.result()
-            except BaseException:
-                self._abort.set()
-                for future in futures:
-                    future.cancel()
-                raise
+        run_all(self._blob, todo, workers=self.workers, abort=self._abort, name="isobox-pull")
 
     def _blob(self, desc: spec.Descriptor) -> None:
         with self.store.writer(desc.digest, desc.size) as writer:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import httpx
 
@@ -25,6 +24,7 @@ from isobox.oci.reference import Reference
 from isobox.registry._remote import Remote, failure
 from isobox.registry.auth import repository_scope
 from isobox.registry.errors import Unauthorized
+from isobox.registry.parallel import run_all
 from isobox.registry.progress import EventKind, Progress, ProgressEvent, no_progress
 
 log = logging.getLogger(__name__)
@@ -102,20 +102,7 @@ class Pusher:
                            f"content store: {', '.join(missing)}")
         for desc in blobs:
             self.emit(EventKind.BLOB_START, desc)
-        if len(blobs) <= 1 or self.workers == 1:
-            for desc in blobs:
-                self._blob(desc)
-            return
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="isobox-push") as pool:
-            futures = [pool.submit(self._blob, desc) for desc in blobs]
-            try:
-                for future in as_completed(futures):
-                    future.result()
-            except BaseException:
-                self._abort.set()
-                for future in futures:
-                    future.cancel()
-                raise
+        run_all(self._blob, blobs, workers=self.workers, abort=self._abort, name="isobox-push")
 
     def _source(self, digest: str) -> str | None:
         if isinstance(self.mount_from, str):
