@@ -4,14 +4,13 @@ kill, pause, unpause, rm, logs, wait, rename, inspect, prune."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
 
 from isobox.cli.context import Context, errors, pass_ctx
-from isobox.cli.output import human_size, print_inspect, render
-from isobox.errors import IsoboxError, NotFound
+from isobox.cli.output import each, human_size, print_inspect, render
+from isobox.errors import NotFound
 
 
 class FlagUsageError(click.UsageError):
@@ -44,22 +43,6 @@ class Command(click.Command):
             return super().invoke(ctx)
         except click.UsageError as exc:  # a flag value checked by the command itself
             raise one_line(exc) from None
-
-
-def each(names: tuple[str, ...], action: Callable[[str], Any], echo: bool = True) -> None:
-    """Docker's multi-container verbs: act on each, report each failure on
-    one line, exit 1 if any failed."""
-    failed = False
-    for name in names:
-        try:
-            result = action(name)
-            if echo:
-                click.echo(name if result is None else result)
-        except IsoboxError as exc:
-            click.echo(f"Error response from daemon: {exc}", err=True)
-            failed = True
-    if failed:
-        sys.exit(1)
 
 
 PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",

@@ -9,7 +9,7 @@ import click
 
 from isobox.cli.context import Context, pass_ctx
 from isobox.cli.ops_common import DockerGroup, daemon_errors, fail
-from isobox.cli.output import inspect_all, render
+from isobox.cli.output import each, inspect_all, render
 
 NETWORK_HEADERS = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE",
                    "Internal": "INTERNAL", "Labels": "LABELS", "CreatedAt": "CREATED AT"}
@@ -119,18 +119,7 @@ def inspect(ctx: Context, names: tuple[str, ...], fmt: str | None) -> None:
 @daemon_errors
 def rm(ctx: Context, names: tuple[str, ...]) -> None:
     """Remove one or more networks."""
-    from isobox.errors import IsoboxError
-
-    failed = False
-    for name in names:
-        try:
-            _nets(ctx).remove_network(name)
-            click.echo(name)
-        except IsoboxError as exc:
-            click.echo(f"Error response from daemon: {exc}", err=True)
-            failed = True
-    if failed:
-        sys.exit(1)
+    each(names, _nets(ctx).remove_network)
 
 
 @network.command("prune")

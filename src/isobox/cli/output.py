@@ -118,3 +118,26 @@ def inspect_all(names: Sequence[str], lookup: Any, fmt: str | None,
     print_inspect(found, fmt)
     if failed:
         sys.exit(1)
+
+
+def each(names: Sequence[str], action: Any, echo: bool = True) -> None:
+    """Docker's multi-object verbs (rm, stop, kill...): act on each, print its
+    name (or what the action returned), report each failure on one line, and
+    exit 1 if any failed."""
+    import sys
+
+    import click
+
+    from isobox.errors import IsoboxError
+
+    failed = False
+    for name in names:
+        try:
+            result = action(name)
+            if echo:
+                click.echo(name if result is None else result)
+        except IsoboxError as exc:
+            click.echo(f"Error response from daemon: {exc}", err=True)
+            failed = True
+    if failed:
+        sys.exit(1)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
 from isobox.cli.context import Context, pass_ctx
 from isobox.cli.ops_common import DockerGroup, confirm, daemon_errors, fail, human_size
-from isobox.cli.output import inspect_all, render
-from isobox.errors import IsoboxError
+from isobox.cli.output import each, inspect_all, render
 
 VOLUME_HEADERS = {"Driver": "DRIVER", "Name": "VOLUME NAME", "Scope": "SCOPE",
                   "Mountpoint": "MOUNTPOINT", "Labels": "LABELS", "Links": "LINKS",
@@ -93,16 +91,7 @@ def inspect(ctx: Context, names: tuple[str, ...], fmt: str | None) -> None:
 def rm(ctx: Context, names: tuple[str, ...], force: bool) -> None:
     """Remove one or more volumes (refused while a container uses one)."""
     ops = _ops(ctx)
-    failed = False
-    for name in names:
-        try:
-            ops.remove(name, force=force)
-            click.echo(name)
-        except IsoboxError as exc:
-            click.echo(f"Error response from daemon: {exc}", err=True)
-            failed = True
-    if failed:
-        sys.exit(1)
+    each(names, lambda name: ops.remove(name, force=force))
 
 
 @volume.command("prune")
