@@ -1,6 +1,8 @@
-"""Human-readable durations, as Docker prints them (shared by the engine and the CLI)."""
+"""Times and durations as Docker prints them (shared by the engine and the CLI)."""
 
 from __future__ import annotations
+
+import time
 
 
 def human_duration(seconds: float) -> str:
@@ -29,3 +31,8 @@ def human_duration(seconds: float) -> str:
     if hours < 24 * 365 * 2:
         return f"{hours // 24 // 30} months"
     return f"{hours // 24 // 365} years"
+
+
+def rfc3339_nano(ts: float) -> str:
+    """A POSIX time as Docker's API writes it: ``2026-11-28T05:29:33.123456789Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e9):09d}Z"

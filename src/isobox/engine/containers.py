@@ -21,8 +21,6 @@ from isobox.errors import Conflict, InvalidArgument, IsoboxError, NotFound, Unav
 from isobox.linux import proc
 from isobox.linux.files import atomic_write
 
-TERMINAL = ("exited", "dead", "created")
-
 
 class ContainerService:
     def __init__(self, config: EngineConfig, images: ImageService) -> None:
@@ -485,11 +483,6 @@ class ContainerService:
                 self.remove(record.id)
                 removed.append(record.id)
         return removed, freed
-
-    def write_file(self, record: ContainerRecord, name: str, data: bytes) -> str:
-        path = os.path.join(self.dir(record.id), name)
-        atomic_write(path, data, 0o644)
-        return path
 
     # -- logs -----------------------------------------------------------------------
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 from isobox.engine.config import EngineConfig
 from isobox.errors import Conflict, InvalidArgument, NotFound
+from isobox.humanize import rfc3339_nano
 from isobox.images import archive, archive_load, bootstrap, importer
 from isobox.images.chain import chain_ids
 from isobox.images.content import ContentStore
@@ -263,7 +263,7 @@ class ImageService:
             "VirtualSize": record.size,
             "GraphDriver": {"Name": "overlay2", "Data": None},
             "RootFS": {"Type": "layers", "Layers": list(config.rootfs.diff_ids)},
-            "Metadata": {"LastTagTime": _rfc3339(record.added)},
+            "Metadata": {"LastTagTime": rfc3339_nano(record.added)},
         }
 
     def history(self, name: str) -> list[dict[str, Any]]:
@@ -481,10 +481,6 @@ def _epoch(rfc3339: str | None) -> float | None:
         return datetime.datetime.fromisoformat(text).timestamp()
     except ValueError:
         return None
-
-
-def _rfc3339(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e9):09d}Z"
 
 
 def _health(h: spec.HealthConfig | None) -> dict[str, Any] | None:

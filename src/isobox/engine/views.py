@@ -9,12 +9,9 @@ from typing import Any
 
 from isobox.engine.container_store import ContainerRecord
 from isobox.engine.logs import parse_time
+from isobox.humanize import rfc3339_nano
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
-
-
-def _rfc3339(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e9):09d}Z"
 
 
 def process_args(container_dir: str) -> list[str]:
@@ -101,7 +98,7 @@ def inspect(record: ContainerRecord, container_dir: str, image_id: str,
     state.setdefault("Dead", False)
     return {
         "Id": record.id,
-        "Created": _rfc3339(record.created),
+        "Created": rfc3339_nano(record.created),
         "Path": args[0] if args else "",
         "Args": args[1:],
         "State": state,
