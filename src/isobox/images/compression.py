@@ -25,11 +25,13 @@ from isobox.oci import image_spec as spec
 CHUNK = 1 << 20
 _END_OF_ARCHIVE = ("EOFHeaderError", "EmptyHeaderError")
 Kind = Literal["none", "gzip", "bzip2", "xz", "zstd"]
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _MAGIC: tuple[tuple[bytes, Kind], ...] = (
-    (b"\x1f\x8b", "gzip"),
+    (GZIP_MAGIC, "gzip"),
     (b"BZh", "bzip2"),
     (b"\xfd7zXZ\x00", "xz"),
-    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (ZSTD_MAGIC, "zstd"),
 )
 _MEDIA_TYPES: dict[Kind, str] = {"none": spec.OCI_LAYER, "gzip": spec.OCI_LAYER_GZIP,
                                  "zstd": spec.OCI_LAYER_ZSTD}

@@ -23,10 +23,9 @@ from typing import BinaryIO, Protocol
 import zstandard
 
 from isobox.errors import InvalidArgument
+from isobox.images.compression import GZIP_MAGIC, ZSTD_MAGIC
 
 CHUNK = 1 << 20
-_GZIP = b"\x1f\x8b"
-_ZSTD = b"\x28\xb5\x2f\xfd"
 _OTHER = {b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x04\x22\x4d\x18": "lz4"}
 
 
@@ -109,7 +108,7 @@ class _Gzip:
             tail += more
         if not tail:
             self._done = True
-        elif tail.startswith(_GZIP):
+        elif tail.startswith(GZIP_MAGIC):
             self._d = zlib.decompressobj(31)
             self._in = tail
         elif not tail.strip(b"\0"):
@@ -162,7 +161,7 @@ class _ZstdFrames:
     def _header(self, hdr: bytes) -> None:
         state = self._state
         if state == "magic":
-            if hdr == _ZSTD:
+            if hdr == ZSTD_MAGIC:
                 self._state, self._need = "descriptor", 1
             elif hdr[1:] == b"\x2a\x4d\x18" and hdr[0] & 0xF0 == 0x50:
                 self._state, self._need = "skippable", 4
@@ -234,9 +233,9 @@ class LayerStream:
         head = self._raw.head
         self.compression = "none"
         self._inner: _Reader = self._raw
-        if head.startswith(_GZIP):
+        if head.startswith(GZIP_MAGIC):
             self.compression, self._inner = "gzip", _Gzip(self._raw)
-        elif head.startswith(_ZSTD):
+        elif head.startswith(ZSTD_MAGIC):
             self.compression, self._inner = "zstd", _Zstd(self._raw)
         else:
             for magic, kind in _OTHER.items():
