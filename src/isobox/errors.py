@@ -45,3 +45,13 @@ class CommandNotFound(IsoboxError):
     """The container's command does not exist."""
 
     exit_code = 127
+
+
+def for_exit_code(message: str, exit_code: int = 125) -> IsoboxError:
+    """The error a failed create or exec becomes, by Docker's exit code:
+    127 command not found, 126 cannot invoke, anything else 125."""
+    if exit_code == 127:
+        return CommandNotFound(message)
+    if exit_code == 126:
+        return CannotInvoke(message)
+    return IsoboxError(message)

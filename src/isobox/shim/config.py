@@ -36,7 +36,12 @@ Container directory ``D`` (the engine makes it; the shim only adds files)
      "log_path": "D/<id>-json.log", "log_max_size": int (bytes, 0: no rotation),
      "log_max_file": int,
      "restart": {"name": "no"|"on-failure"|"always"|"unless-stopped", "max_retries": int},
-     "stop_signal": int, "stop_timeout": int (seconds; < 0: wait for ever)}
+     "stop_signal": int, "stop_timeout": int (seconds; < 0: wait for ever),
+     "vm": null | {...} (VM isolation: see isobox.vm.settings)}
+
+With ``vm`` set the runtime is the VM keeper (isobox.vm.runtime): the
+container runs in a utility VM, ``rootfs_mounts`` is empty and
+``bundle/config.json`` is already the guest's spec.
 
 ``runtime: "isobox-runtime"`` runs the built-in runtime in this process (a
 fork of the shim calls :func:`isobox.runtime.create.create`: no Python
@@ -109,7 +114,7 @@ import json
 import os
 import time
 
-from isobox.errors import CannotInvoke, CommandNotFound, InvalidArgument, IsoboxError
+from isobox.errors import InvalidArgument, IsoboxError, for_exit_code
 
 SHIM_CONFIG = "shim.json"
 STATE_FILE = "state.json"
@@ -128,6 +133,8 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
 if TYPE_CHECKING:
     from typing import Any
+
+    from isobox.vm.settings import VmSettings
 
 
 class RootfsMount:
@@ -159,7 +166,7 @@ class ShimConfig:
     __slots__ = ("bundle", "dir", "exit_command", "id", "log_max_file", "log_max_size",
                  "log_path",
                  "open_stdin", "restart", "rootfs_mounts", "runtime", "runtime_root",
-                 "stdin_once", "stop_signal", "stop_timeout", "tty")
+                 "stdin_once", "stop_signal", "stop_timeout", "tty", "vm")
 
     def __init__(self, container_dir: str, raw: dict[str, Any]) -> None:
         if not isinstance(raw, dict):
@@ -185,6 +192,12 @@ class ShimConfig:
         self.restart = RestartPolicy(_get(restart, "name", str, "no", "restart."),
                                      _get(restart, "max_retries", int, 0, "restart."))
         self.rootfs_mounts = [_mount(m) for m in _get(raw, "rootfs_mounts", list, [])]
+        #: VM isolation: the utility VM's settings (isobox.vm.settings); None: process.
+        self.vm: VmSettings | None = None
+        if raw.get("vm") is not None:
+            from isobox.vm.settings import VmSettings
+
+            self.vm = VmSettings(raw["vm"])
         #: Run (detached) once the container is done for good: ``--rm``.
         self.exit_command = [str(a) for a in _get(raw, "exit_command", list, [])]
         if self.exit_command and not os.path.isabs(self.exit_command[0]):
@@ -250,11 +263,7 @@ def exit_code_for(message: str, default: int = 125) -> int:
 
 def error_for(message: str, exit_code: int = 125) -> IsoboxError:
     """The isobox error a create failure becomes: 127, 126, or 125."""
-    if exit_code == 127:
-        return CommandNotFound(message)
-    if exit_code == 126:
-        return CannotInvoke(message)
-    return IsoboxError(message)
+    return for_exit_code(message, exit_code)
 
 
 def rfc3339(ns: int) -> str:

@@ -107,7 +107,7 @@ def main(argv: list[str]) -> int:
 def run(cfg: ShimConfig, ready: Ready) -> int:
     from isobox.shim import runtimes
     from isobox.shim.logs import JsonFileWriter
-    from isobox.shim.loop import Loop
+    from isobox.linux.loop import Loop
     from isobox.shim.monitor import Monitor
     from isobox.shim.rootfs import Rootfs
     from isobox.shim.server import Server

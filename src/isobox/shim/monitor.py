@@ -14,7 +14,7 @@ from isobox.linux import console
 from isobox.shim import oom
 from isobox.shim.config import ZERO_TIME, ShimConfig, now
 from isobox.shim.diag import describe, log
-from isobox.shim.loop import ERR, IN, OUT, Loop
+from isobox.linux.loop import ERR, IN, OUT, Loop
 from isobox.shim.restart import Backoff, should_restart
 from isobox.shim.state import CREATED, EXITED, RESTARTING, RUNNING, ShimState
 

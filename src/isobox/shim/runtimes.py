@@ -54,8 +54,12 @@ TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
 if TYPE_CHECKING:
     from typing import Any, NoReturn, Protocol
 
+    class CreatedLike(Protocol):
+        pid: int
+        master: int | None
+
     class Runtime(Protocol):
-        def create(self, stdio: tuple[int, int, int], tty: bool) -> Created: ...
+        def create(self, stdio: tuple[int, int, int], tty: bool) -> CreatedLike: ...
         def start(self) -> None: ...
         def kill(self, sig: int, all_processes: bool = False) -> None: ...
         def delete(self, force: bool = False) -> None: ...
@@ -72,6 +76,10 @@ class Created:
 
 
 def for_config(cfg: ShimConfig) -> Runtime:
+    if cfg.vm is not None:
+        from isobox.vm.runtime import VmRuntime
+
+        return VmRuntime(cfg.dir, cfg.id, cfg.bundle, cfg.vm, cfg.open_stdin)
     if cfg.runtime == BUILTIN_RUNTIME:
         return InProcessRuntime(cfg)
     return BinaryRuntime(cfg)

@@ -15,7 +15,7 @@ import os
 from isobox.errors import InvalidArgument, IsoboxError
 from isobox.shim import frames
 from isobox.shim.diag import describe, log
-from isobox.shim.loop import ERR, IN, OUT, Loop
+from isobox.linux.loop import ERR, IN, OUT, Loop
 from isobox.shim.unixsock import ShortPath
 
 MAX_REQUEST = 64 * 1024
