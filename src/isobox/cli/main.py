@@ -15,6 +15,7 @@ from isobox.cli import (
     monitor_cmds,
     network_cmds,
     system_cmds,
+    vm_cmds,
     volume_cmds,
 )
 from isobox.cli import images as image_commands
@@ -60,6 +61,7 @@ manage_cmds.register(cli)
 volume_cmds.register(cli)
 system_cmds.register(cli)
 network_cmds.register(cli)
+vm_cmds.register(cli)
 
 
 def main() -> None:

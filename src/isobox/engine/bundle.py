@@ -37,7 +37,7 @@ def write(service: ContainerService, record: ContainerRecord, image: ImageRecord
     merged = runspec.merge_config(create, image_config)
     hostname = create.hostname or record.id[:12]
     files = _write_files(d, hostname, create)
-    mount_all(_read_only(mounts), rootfs)
+    mount_all(read_only_mounts(mounts), rootfs)
     try:
         user = userdb.resolve_user(rootfs, merged.user or "", list(host.group_add or []))
         oci_mounts = _mounts(service, create, merged, rootfs)
@@ -62,11 +62,16 @@ def write(service: ContainerService, record: ContainerRecord, image: ImageRecord
         cgroups_path=f"{parent.rstrip('/')}/{record.id}", kernel=_kernel(),
         host_caps=_host_caps(), cgroup_version=detect_version(), devices=devices,
         default_sysctls=True)
+    vm = None
+    if record.isolation == "vm":
+        from isobox.engine import vmspec
+
+        spec, vm = vmspec.prepare(service, record, create, spec, mounts)
     atomic_write(os.path.join(bundle, "config.json"), json.dumps(spec, indent=1).encode(), 0o600)
-    _write_shim_config(service, record, create, merged, bundle, mounts)
+    _write_shim_config(service, record, create, merged, bundle, mounts, vm)
 
 
-def _read_only(mounts: list[Mount]) -> list[Mount]:
+def read_only_mounts(mounts: list[Mount]) -> list[Mount]:
     """The new snapshot's mounts without its (still empty) upper layer, read-only.
 
     Enough to read the image's users and volume content, and an overlay
@@ -292,7 +297,7 @@ def _host_caps() -> list[str]:
 
 def _write_shim_config(service: ContainerService, record: ContainerRecord,
                        create: CreateRequest, merged: Any, bundle: str,
-                       mounts: list[Mount]) -> None:
+                       mounts: list[Mount], vm: dict[str, Any] | None) -> None:
     import shutil
 
     from isobox.engine.containers import parse_signal
@@ -309,8 +314,9 @@ def _write_shim_config(service: ContainerService, record: ContainerRecord,
     stop_signal = parse_signal(merged.stop_signal or "SIGTERM")
     shim = {
         "id": record.id, "bundle": bundle,
-        "rootfs_mounts": [{"type": m.type, "source": m.source, "options": list(m.options)}
-                          for m in mounts],
+        # A VM's root filesystem is assembled in the guest, from disks.
+        "rootfs_mounts": [] if vm else [{"type": m.type, "source": m.source,
+                                         "options": list(m.options)} for m in mounts],
         "runtime": runtime, "runtime_root": service.runtime_root,
         "tty": bool(create.tty), "open_stdin": bool(create.open_stdin),
         "stdin_once": bool(create.stdin_once),
@@ -324,6 +330,8 @@ def _write_shim_config(service: ContainerService, record: ContainerRecord,
     }
     if host.auto_remove:
         shim["exit_command"] = _remove_command(service, record.id)
+    if vm is not None:
+        shim["vm"] = vm
     atomic_write(os.path.join(service.dir(record.id), "shim.json"),
                  json.dumps(shim).encode(), 0o600)
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 from types import SimpleNamespace
+from typing import Any
+
+from isobox.errors import InvalidArgument
 
 DEFAULT_ROOT = "/var/lib/isobox"
 DEFAULT_RUN_ROOT = "/run/isobox"
+DEFAULT_SETTINGS_FILE = "/etc/isobox/daemon.json"
+SETTING_KEYS = ("default-isolation", "vm")
 
 
 class EngineConfig(SimpleNamespace):
@@ -21,6 +27,10 @@ class EngineConfig(SimpleNamespace):
     run_root: str
     config_dir: str
     insecure_registries: list[str]
+    #: The operator's settings file (Docker's daemon.json shape): ``default-isolation``
+    #: (process|vm|hyperv) and ``vm`` ({kernel, initrd, accel, memory-mb, cpus, boot-timeout}).
+    settings: dict[str, Any]
+    settings_file: str
 
     @property
     def content_dir(self) -> str:
@@ -56,5 +66,27 @@ def load_config(root: str | None = None, *, insecure_registries: list[str] | Non
         env.get("HOME") or os.path.expanduser("~"), ".isobox")
     insecure = list(insecure_registries or [])
     insecure += [r for r in env.get("ISOBOX_INSECURE_REGISTRIES", "").split(",") if r]
+    settings_file = env.get("ISOBOX_DAEMON_CONFIG") or DEFAULT_SETTINGS_FILE
     return EngineConfig(root=root, run_root=run_root, config_dir=config_dir,
-                        insecure_registries=insecure)
+                        insecure_registries=insecure, settings=_settings(settings_file),
+                        settings_file=settings_file)
+
+
+def _settings(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        settings = json.loads(raw) if raw.strip() else {}
+    except ValueError as exc:
+        raise InvalidArgument(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(settings, dict):
+        raise InvalidArgument(f"{path}: want a JSON object")
+    unknown = set(settings) - set(SETTING_KEYS)
+    if unknown:
+        raise InvalidArgument(f"{path}: unknown setting(s): {', '.join(sorted(unknown))}")
+    return settings

@@ -170,9 +170,35 @@ class ContainerService:
 
     def ensure_monitor(self, record: ContainerRecord) -> None:
         """Launch the monitor unless a live one already holds the container."""
+        if record.isolation == "vm":
+            if not self.monitor_alive(record):
+                self._launch_vm(record)
+            return
         if not self.monitor_alive(record):
             self.launch(record)
         self._attach_network(record)
+
+    def _launch_vm(self, record: ContainerRecord) -> None:
+        """A VM's NICs exist before it boots: attach first, then launch."""
+        from isobox.engine import vmspec
+        from isobox.engine.networking import network_of
+
+        d = self.dir(record.id)
+        nics: list[dict[str, Any]] = []
+        if network_of(record.request) is not None and not self.networking.attached(d):
+            nics = self.networking.attach_vm(record, d)
+        try:
+            vmspec.refresh_files(d)
+            path = os.path.join(d, "shim.json")
+            with open(path, "rb") as f:
+                shim = json.loads(f.read())
+            if nics or not self.networking.attached(d):
+                shim["vm"]["nics"] = nics
+            atomic_write(path, json.dumps(shim).encode(), 0o600)
+            self.launch(record)
+        except BaseException:
+            self.networking.detach(d)
+            raise
 
     def _attach_network(self, record: ContainerRecord) -> None:
         """Connect the created container to its network before it starts;
@@ -203,18 +229,17 @@ class ContainerService:
                progress: Any = None) -> str:
         """Docker's POST /containers/create: ``request`` is its body (Config
         fields, HostConfig, NetworkingConfig). Returns the container id."""
-        from isobox.engine import bundle
+        from isobox.engine import bundle, vmspec
 
         image_name = request.get("Image") or ""
         if not image_name:
             raise InvalidArgument("an image name is required")
         host = request.get("HostConfig") or {}
-        isolation = (host.get("Isolation") or "default").lower()
-        if isolation not in ("", "default", "process", "vm", "hyperv"):
-            raise InvalidArgument(f"invalid isolation {isolation!r}: want process, vm or hyperv")
-        if isolation in ("vm", "hyperv"):
-            raise Unavailable("VM isolation (--isolation=vm) is not available yet: it arrives "
-                              "with its own issue; use --isolation=process")
+        isolation = vmspec.isolation_of(host.get("Isolation") or "",
+                                        str(self.config.settings.get("default-isolation") or ""))
+        if isolation == "vm" and host.get("Runtime") not in (None, "", "isobox-runtime"):
+            raise InvalidArgument(f"--runtime {host.get('Runtime')} cannot run a VM-isolated "
+                                  "container: the VM's agent uses isobox's own runtime")
         runtime = host.get("Runtime") or "isobox-runtime"
         if runtime not in ("isobox-runtime", "runc", "crun", "runsc"):
             raise InvalidArgument(f"unknown or invalid runtime name: {runtime}")
@@ -227,7 +252,7 @@ class ContainerService:
         if name:
             self.store.insert(id=cid, name=naming.validate_name(name), image=image_name,
                               image_id=record.id, request=request, snapshot=snapshot,
-                              runtime=runtime, isolation="process")
+                              runtime=runtime, isolation=isolation)
         else:
             # Two commands may draw the same free name at once: the loser of
             # the UNIQUE constraint draws again (a chosen name is never retried).
@@ -236,7 +261,7 @@ class ContainerService:
                     self.store.insert(
                         id=cid, name=naming.random_name(lambda n: self._name_taken(n)),
                         image=image_name, image_id=record.id, request=request,
-                        snapshot=snapshot, runtime=runtime, isolation="process")
+                        snapshot=snapshot, runtime=runtime, isolation=isolation)
                     break
                 except Conflict:
                     if attempt == 9:

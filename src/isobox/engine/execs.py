@@ -32,7 +32,6 @@ def exec_process(service: ContainerService, ref: str, cmd: list[str], *, tty: bo
                  interactive: bool = False, detach: bool = False, env: list[str] | None = None,
                  user: str | None = None, workdir: str | None = None,
                  privileged: bool = False) -> int:
-    from isobox.engine import userdb
     from isobox.engine.runspec import replace_or_append_env
 
     record = service.get(ref)
@@ -56,7 +55,7 @@ def exec_process(service: ContainerService, ref: str, cmd: list[str], *, tty: bo
                                   "be an absolute path")
         process["cwd"] = workdir
     if user:
-        resolved = userdb.resolve_user(os.path.join(bundle, "rootfs"), user)
+        resolved = _resolve_user(service, record, bundle, user)
         process["user"] = {"uid": resolved.uid, "gid": resolved.gid,
                            "additionalGids": list(resolved.additional_gids or [])}
     if privileged:
@@ -66,6 +65,9 @@ def exec_process(service: ContainerService, ref: str, cmd: list[str], *, tty: bo
         process["capabilities"] = {k: names for k in ("bounding", "effective", "permitted")}
     process.pop("consoleSize", None)
     service.event(record, "exec_create: " + " ".join(cmd))
+    if record.isolation == "vm":
+        return _exec_in_vm(service, record, process, cmd, tty=tty, interactive=interactive,
+                           detach=detach)
     with tempfile.NamedTemporaryFile("w", dir=service.dir(record.id), prefix="exec-",
                                      suffix=".json", delete=False) as f:
         json.dump(process, f)
@@ -94,3 +96,34 @@ def exec_process(service: ContainerService, ref: str, cmd: list[str], *, tty: bo
         return code
     finally:
         os.unlink(process_file)
+
+
+def _resolve_user(service: ContainerService, record: Any, bundle: str, user: str) -> Any:
+    """-u NAME through the image's /etc/passwd and /etc/group. A VM's root
+    filesystem lives in the guest: read the image's layers on the host."""
+    from isobox.engine import userdb
+
+    if record.isolation != "vm":
+        return userdb.resolve_user(os.path.join(bundle, "rootfs"), user)
+    from isobox.engine.bundle import read_only_mounts
+    from isobox.images.snapshots import mount_all, unmount
+
+    mounts = read_only_mounts(service.images.snapshots.mounts(record.snapshot))
+    with tempfile.TemporaryDirectory(dir=service.dir(record.id), prefix="users-") as view:
+        mount_all(mounts, view)
+        try:
+            return userdb.resolve_user(view, user)
+        finally:
+            unmount(view)
+
+
+def _exec_in_vm(service: ContainerService, record: Any, process: dict[str, Any],
+                cmd: list[str], *, tty: bool, interactive: bool, detach: bool) -> int:
+    from isobox.vm import execclient
+
+    service.event(record, "exec_start: " + " ".join(cmd))
+    code = execclient.run(service.dir(record.id), process, tty=tty,
+                          interactive=interactive or tty, detach=detach)
+    if not detach:
+        service.event(record, "exec_die", exitCode=str(code))
+    return code

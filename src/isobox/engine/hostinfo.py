@@ -12,6 +12,7 @@ from isobox.engine.config import EngineConfig
 
 def host_facts(config: EngineConfig) -> dict[str, Any]:
     from isobox.cgroups import detect_version
+    from isobox.engine import vmhost
 
     return {
         "Version": __version__,
@@ -22,5 +23,12 @@ def host_facts(config: EngineConfig) -> dict[str, Any]:
             name: path for name in ("isobox-runtime", "runc", "crun", "runsc")
             if (path := shutil.which(name))
         },
-        "DefaultIsolation": "process",
+        "DefaultIsolation": _default_isolation(config),
+        "VM": vmhost.facts(config),
     }
+
+
+def _default_isolation(config: EngineConfig) -> str:
+    from isobox.engine.vmspec import isolation_of
+
+    return isolation_of("", str(config.settings.get("default-isolation") or ""))

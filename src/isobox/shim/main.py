@@ -105,9 +105,9 @@ def main(argv: list[str]) -> int:
 
 
 def run(cfg: ShimConfig, ready: Ready) -> int:
+    from isobox.linux.loop import Loop
     from isobox.shim import runtimes
     from isobox.shim.logs import JsonFileWriter
-    from isobox.linux.loop import Loop
     from isobox.shim.monitor import Monitor
     from isobox.shim.rootfs import Rootfs
     from isobox.shim.server import Server

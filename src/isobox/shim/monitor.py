@@ -11,10 +11,10 @@ import time
 
 from isobox.errors import Conflict, InvalidArgument, IsoboxError, NotRunning
 from isobox.linux import console
+from isobox.linux.loop import ERR, IN, OUT, Loop
 from isobox.shim import oom
 from isobox.shim.config import ZERO_TIME, ShimConfig, now
 from isobox.shim.diag import describe, log
-from isobox.linux.loop import ERR, IN, OUT, Loop
 from isobox.shim.restart import Backoff, should_restart
 from isobox.shim.state import CREATED, EXITED, RESTARTING, RUNNING, ShimState
 

@@ -13,9 +13,9 @@ import json
 import os
 
 from isobox.errors import InvalidArgument, IsoboxError
+from isobox.linux.loop import ERR, IN, OUT, Loop
 from isobox.shim import frames
 from isobox.shim.diag import describe, log
-from isobox.linux.loop import ERR, IN, OUT, Loop
 from isobox.shim.unixsock import ShortPath
 
 MAX_REQUEST = 64 * 1024

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from isobox.errors import Conflict, NotRunning
+from isobox.linux.loop import Loop
 from isobox.shim.client import ShimClient, demux
 from isobox.shim.config import SOCKET, STATE_FILE, ShimConfig
 from isobox.shim.logs import JsonFileWriter
-from isobox.linux.loop import Loop
 from isobox.shim.monitor import Monitor
 from isobox.shim.rootfs import Rootfs
 from isobox.shim.runtimes import Created, reset_signals

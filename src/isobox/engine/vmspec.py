@@ -1,0 +1,198 @@
+"""VM isolation, the engine's part: turn a container's process spec into the
+guest's, and decide the utility VM (kernel, initramfs, accelerator, size,
+disks, shares) written as the ``vm`` section of ``shim.json``.
+
+Inside the guest the agent mounts the image's layers (one read-only erofs
+disk per layer, made once and cached by the layer's snapshot id) under an
+overlay whose upper layer is the container's own ext4 disk
+(``D/upper.ext4``, kept across stop and start), and 9p shares for volumes,
+bind mounts and the hosts/hostname/resolv.conf files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from typing import TYPE_CHECKING, Any
+
+from isobox.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from isobox.engine.api_types import CreateRequest
+    from isobox.engine.container_store import ContainerRecord
+    from isobox.engine.containers import ContainerService
+    from isobox.images.snapshots import Mount
+
+GUEST_ROOTFS = "/run/isobox/rootfs"
+GUEST_SHARES = "/run/isobox/shares"
+FILES_SHARE = "files"  #: D/guest-files: hostname, hosts, resolv.conf
+FILES_DIR = "guest-files"
+UPPER_DISK = "upper.ext4"
+UPPER_SIZE = 16 << 30  # sparse: costs only what the container writes
+DEFAULT_MEMORY_MB = 256
+MEMORY_OVERHEAD_MB = 96  # guest kernel, agent and page cache around the container's limit
+BOOT_TIMEOUT = 60.0
+CONTAINER_FILES = ("hostname", "hosts", "resolv.conf")
+VM_CONFIG_KEYS = ("kernel", "initrd", "modules", "accel", "memory-mb", "cpus", "boot-timeout")
+
+
+def isolation_of(requested: str, default: str) -> str:
+    """``vm`` or ``process`` for the --isolation value (hyperv = vm)."""
+    value = (requested or "default").lower()
+    if value == "default":
+        value = (default or "process").lower()
+    if value == "hyperv":
+        value = "vm"
+    if value not in ("process", "vm"):
+        raise InvalidArgument(f"invalid isolation {requested or default!r}: want process, vm "
+                              "or hyperv")
+    return value
+
+
+def vm_options(service: ContainerService) -> dict[str, Any]:
+    options = service.config.settings.get("vm") or {}
+    if not isinstance(options, dict):
+        raise InvalidArgument("config: vm must be an object")
+    unknown = set(options) - set(VM_CONFIG_KEYS)
+    if unknown:
+        raise InvalidArgument(f"config: unknown vm setting(s): {', '.join(sorted(unknown))}")
+    return options
+
+
+def guest_kernel(service: ContainerService) -> Any:
+    from isobox.vm import kernel
+
+    options = vm_options(service)
+    return kernel.find(service.config.root, options.get("kernel"), options.get("initrd"))
+
+
+def accelerator(service: ContainerService, guest: Any) -> tuple[str, str]:
+    """(accel, reason): the configured one, or the cached probe's choice."""
+    from isobox.vm import accel
+
+    forced = vm_options(service).get("accel") or "auto"
+    if forced in ("kvm", "tcg"):
+        return forced, f"{forced} (set in the configuration)"
+    choice = accel.choose(service.config.root, guest)
+    return choice.accel, choice.reason
+
+
+def prepare(service: ContainerService, record: ContainerRecord, create: CreateRequest,
+            spec: dict[str, Any], mounts: list[Mount]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(guest spec, vm settings) for a VM-isolated container."""
+    from isobox.vm import disks, initramfs
+
+    d = service.dir(record.id)
+    host = create.host_config
+    if host.network_mode == "host":
+        raise InvalidArgument("a VM-isolated container cannot use the host's network stack "
+                              "(--network host): use a bridge network")
+    if host.devices:
+        raise InvalidArgument("--device is not supported with VM isolation: the VM has its "
+                              "own devices")
+    guest = guest_kernel(service)
+    initrd = guest.initrd_override or initramfs.ensure(service.config.root, guest)
+    accel, _ = accelerator(service, guest)
+    options = vm_options(service)
+
+    layer_disks = []
+    for index, lower in enumerate(_lower_dirs(mounts)):  # bottom first
+        real = os.path.realpath(lower)
+        key = _layer_key(real)
+        layer_disks.append({"path": disks.layer_image(service.config.root, real, key),
+                            "serial": f"l{index}", "readonly": True, "fstype": "erofs",
+                            "role": "layer"})
+    upper = os.path.join(d, UPPER_DISK)
+    if not os.path.exists(upper):
+        disks.create_writable(upper, UPPER_SIZE)
+    vm_disks = [*layer_disks, {"path": upper, "serial": "upper", "readonly": False,
+                               "fstype": "ext4", "role": "upper"}]
+
+    guest_spec, shares = _guest_spec(spec, d)
+    memory_mb = int(options.get("memory-mb") or DEFAULT_MEMORY_MB)
+    if host.memory:
+        memory_mb = max(memory_mb, -(-host.memory // (1 << 20)) + MEMORY_OVERHEAD_MB)
+    cpus = int(options.get("cpus") or 1)
+    if host.nano_cpus:
+        cpus = max(1, min(os.cpu_count() or 1, -(-host.nano_cpus // 1_000_000_000)))
+    vm = {
+        "kernel": guest.kernel, "initrd": initrd, "accel": accel,
+        "memory_mb": memory_mb, "cpus": cpus,
+        "boot_timeout": float(options.get("boot-timeout") or BOOT_TIMEOUT),
+        "console_log": os.path.join(d, "vm-console.log"),
+        "hostname": create.hostname or record.id[:12],
+        "disks": vm_disks, "shares": shares, "nics": [],
+    }
+    return guest_spec, vm
+
+
+def _lower_dirs(mounts: list[Mount]) -> list[str]:
+    """The image's layer directories, bottom first."""
+    for m in mounts:
+        if m.type != "overlay":
+            continue
+        for option in m.options:
+            key, _, value = option.partition("=")
+            if key == "lowerdir":
+                return list(reversed(value.split(":")))
+    return []
+
+
+def _layer_key(real: str) -> str:
+    """The snapshot's id (``.../snapshots/<id>/fs``), or a digest of the path."""
+    parent, leaf = os.path.split(real)
+    if leaf == "fs" and os.path.basename(parent):
+        return os.path.basename(parent)
+    return hashlib.sha256(real.encode()).hexdigest()
+
+
+def _guest_spec(spec: dict[str, Any], d: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The spec as the guest sees it, and the host directories to share."""
+    guest = dict(spec)
+    guest["root"] = {**spec.get("root", {}), "path": GUEST_ROOTFS}
+    guest.pop("hooks", None)  # host programs: nothing to run in the guest
+    linux = dict(guest.get("linux") or {})
+    linux.pop("devices", None)
+    namespaces = []
+    for ns in linux.get("namespaces") or []:
+        if ns.get("path"):
+            raise InvalidArgument(f"a VM-isolated container cannot join the host's "
+                                  f"{ns.get('type')} namespace")
+        if ns.get("type") == "network":
+            continue  # the container uses the guest's network stack, the VM's NIC
+        namespaces.append(ns)
+    linux["namespaces"] = namespaces
+    guest["linux"] = linux
+    shares: list[dict[str, Any]] = [{"tag": FILES_SHARE, "path": os.path.join(d, FILES_DIR),
+                                     "readonly": True}]
+    guest_mounts = []
+    for m in spec.get("mounts") or []:
+        source = m.get("source") or ""
+        if m.get("type") != "bind" or not source.startswith("/"):
+            guest_mounts.append(m)
+            continue
+        if os.path.dirname(source) == d and os.path.basename(source) in CONTAINER_FILES:
+            guest_mounts.append({**m, "source": f"{GUEST_SHARES}/{FILES_SHARE}/"
+                                                f"{os.path.basename(source)}"})
+            continue
+        if not os.path.isdir(source):
+            raise InvalidArgument(f"bind mount of {source}: VM isolation shares directories "
+                                  "only (bind the directory that holds the file)")
+        tag = f"s{len(shares)}"
+        options = m.get("options") or []
+        shares.append({"tag": tag, "path": source, "readonly": "ro" in options})
+        guest_mounts.append({**m, "source": f"{GUEST_SHARES}/{tag}"})
+    guest["mounts"] = guest_mounts
+    return guest, shares
+
+
+def refresh_files(d: str) -> None:
+    """Copy hostname, hosts and resolv.conf (rewritten by networking at each
+    start) into the directory the guest sees."""
+    target = os.path.join(d, FILES_DIR)
+    os.makedirs(target, mode=0o755, exist_ok=True)
+    for name in CONTAINER_FILES:
+        source = os.path.join(d, name)
+        if os.path.exists(source):
+            shutil.copyfile(source, os.path.join(target, name))
