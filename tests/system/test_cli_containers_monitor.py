@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
-import select
 import shutil
 import signal
 import subprocess
@@ -24,6 +22,7 @@ from collections.abc import Iterator
 import pytest
 from cli_containers_support import (
     Isobox,
+    Terminal,
     assert_gone,
     cgroups_of,
     clean_box,
@@ -51,55 +50,6 @@ def module_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Isobox]:
 @pytest.fixture
 def box(module_box: Isobox) -> Iterator[Isobox]:
     yield from clean_box(module_box)
-
-
-class Terminal:
-    """A command on a pseudo-terminal, as a user at a real terminal runs it."""
-
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # the child: exec at once
-            try:
-                os.execve(argv[0], argv, {**env, "TERM": "xterm"})
-            finally:
-                os._exit(127)
-        self.seen = b""
-
-    def expect(self, pattern: bytes, timeout: float = 20) -> bytes:
-        deadline = time.monotonic() + timeout
-        while pattern not in self.seen:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"{pattern!r} not seen; got {self.seen[-400:]!r}")
-            ready, _, _ = select.select([self.fd], [], [], left)
-            if ready:
-                try:
-                    data = os.read(self.fd, 4096)
-                except OSError:  # EIO: the other side closed
-                    data = b""
-                if not data:
-                    raise AssertionError(f"EOF before {pattern!r}; got {self.seen[-400:]!r}")
-                self.seen += data
-        return self.seen
-
-    def send(self, data: bytes) -> None:
-        os.write(self.fd, data)
-
-    def wait(self, timeout: float = 20) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with_status = os.waitpid(self.pid, os.WNOHANG)
-            if with_status[0] == self.pid:
-                os.close(self.fd)
-                return os.waitstatus_to_exitcode(with_status[1])
-            ready, _, _ = select.select([self.fd], [], [], 0.1)
-            if ready:  # drain, so the child never blocks on a full pty
-                try:
-                    self.seen += os.read(self.fd, 4096)
-                except OSError:
-                    pass
-        os.kill(self.pid, signal.SIGKILL)
-        raise AssertionError(f"still running; output {self.seen[-400:]!r}")
 
 
 def shim_pid(box: Isobox, cid: str) -> int:

@@ -157,7 +157,7 @@ def copy_to_container(service: ContainerService, ref: str, src: str | BinaryIO, 
     directory ``dest``) into the container. Returns the bytes copied."""
     if isinstance(src, str):
         return _copy_path_in(service, ref, src, dest, follow_link, archive)
-    with fsaccess.container_root(service, ref) as root:
+    with fsaccess.container_root(service, ref, writable=True) as root:
         path = _in_container(dest)
         try:
             pfd, leaf, st = _locate(root.fd, path, True)
@@ -199,7 +199,7 @@ def _copy_path_in(service: ContainerService, ref: str, src: str, dest: str,
     src_parent = os.open(os.path.dirname(host) or "/", _OPEN_DIR)
     leaf = os.path.basename(host) or "."
     try:
-        with fsaccess.container_root(service, ref) as root:
+        with fsaccess.container_root(service, ref, writable=True) as root:
             path = _in_container(dest)
             try:
                 pfd, dleaf, dest_st = _locate(root.fd, path, True)

@@ -45,13 +45,18 @@ class Root:
 
 
 @contextlib.contextmanager
-def container_root(service: ContainerService, ref: str, *,
-                   with_volumes: bool = True) -> Iterator[Root]:
+def container_root(service: ContainerService, ref: str, *, with_volumes: bool = True,
+                   writable: bool = False) -> Iterator[Root]:
+    """``writable``: the caller writes (cp into the container)."""
     record = service.get(ref)
     status = record.state["Status"]
     if status == "restarting":
         raise Conflict(f"Container {record.id} is restarting, wait until the container is "
                        "running")
+    if record.isolation == "vm":
+        with _vm_root(service, record, with_volumes, writable) as root:
+            yield root
+        return
     if status in ("running", "paused"):
         fd = _proc_root(service, record) if with_volumes else _bundle_rootfs(service, record)
         try:
@@ -65,6 +70,29 @@ def container_root(service: ContainerService, ref: str, *,
             yield Root(fd, record, False)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def _vm_root(service: ContainerService, record: ContainerRecord, with_volumes: bool,
+             writable: bool) -> Iterator[Root]:
+    from isobox.engine import vmfiles
+
+    running = record.state["Status"] in ("running", "paused")
+    view = (vmfiles.staged_root(service, record) if writable
+            else vmfiles.root_view(service, record, with_volumes=with_volumes))
+    with view as path:
+        fd = os.open(path, _DIR)
+        try:
+            yield Root(fd, record, running)
+        finally:
+            os.close(fd)
+
+
+def unmount_quietly(path: str) -> None:
+    from isobox.images.snapshots import unmount
+
+    with contextlib.suppress(OSError, IsoboxError):
+        unmount(path, detach=True)
 
 
 def _proc_root(service: ContainerService, record: ContainerRecord) -> int:
@@ -141,7 +169,7 @@ def mounted_snapshot(service: ContainerService, record: ContainerRecord, *,
                 mount_all(mounts, target)
                 stacked.append(target)
                 if with_volumes:
-                    stacked += _mount_binds(live.bundle_spec(service, record), target)
+                    stacked += mount_binds(live.bundle_spec(service, record), target)
                 yield target
             finally:
                 for path in reversed(stacked):
@@ -152,7 +180,7 @@ def mounted_snapshot(service: ContainerService, record: ContainerRecord, *,
             os.rmdir(target)
 
 
-def _mount_binds(spec: dict[str, Any], target: str) -> list[str]:
+def mount_binds(spec: dict[str, Any], target: str) -> list[str]:
     """Bind the spec's bind mounts (volumes, binds, hosts files) where their
     destinations already exist in the rootfs; resolved inside it."""
     from isobox.linux import libc

@@ -102,7 +102,7 @@ def changes(service: ContainerService, ref: str) -> list[tuple[str, str]]:
     record = service.get(ref)
     out: list[tuple[str, str]] = []
     changed_dirs: set[str] = set()
-    with _opened(layer_dirs(service, record)) as (upper, lowers):
+    with _layer_fds(service, record) as (upper, lowers):
         for node in fstree.walk(upper, ".", ".", skip=_skip_init, overlay=True):
             if node.name == ".":
                 continue
@@ -165,5 +165,26 @@ def layer_nodes(upper_fd: int, lowers: list[int]) -> Iterator[fstree.Node]:
 def opened(service: ContainerService, record: ContainerRecord) -> Iterator[tuple[int,
                                                                                 list[int]]]:
     """Fds of the container's upper dir and lower layer dirs (top first)."""
-    with _opened(layer_dirs(service, record)) as fds:
+    with _layer_fds(service, record) as fds:
         yield fds
+
+
+@contextlib.contextmanager
+def _layer_fds(service: ContainerService, record: ContainerRecord) -> Iterator[tuple[int,
+                                                                                    list[int]]]:
+    """A VM's writable layer is on its disk: read through vmfiles."""
+    dirs = layer_dirs(service, record)
+    if record.isolation != "vm":
+        with _opened(dirs) as fds:
+            yield fds
+        return
+    from isobox.engine import fsaccess, vmfiles
+
+    with fsaccess.private_mounts(), vmfiles.upper_view(service, record) as upper, \
+            _opened(LayerDirs(upper, dirs.lowers)) as fds:
+        yield fds
+
+
+def opened_dirs(dirs: LayerDirs) -> contextlib.AbstractContextManager[tuple[int, list[int]]]:
+    """Fds of ``dirs`` (upper, lowers top first), closed on exit."""
+    return _opened(dirs)

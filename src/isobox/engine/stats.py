@@ -121,6 +121,8 @@ def block_io(blkio: dict[str, Any]) -> tuple[int, int]:
 def sample(service: ContainerService, record: ContainerRecord, *,
            host_mem: int | None = None) -> Sample:
     running = record.state["Status"] in ("running", "paused")
+    if running and record.isolation == "vm":
+        return _vm_sample(service, record, host_mem)
     manager = live.cgroup(service, record) if running else None
     if manager is None:
         return Sample(record.id, record.name, False)
@@ -140,6 +142,28 @@ def sample(service: ContainerService, record: ContainerRecord, *,
                   online_cpus=os.sysconf("SC_NPROCESSORS_ONLN") or len(cpu.get("percpu") or [1]),
                   mem_usage=usage, mem_limit=limit, net_rx=rx, net_tx=tx, blk_read=read,
                   blk_write=write, pids=int((raw.get("pids") or {}).get("current") or 0))
+
+
+def _vm_sample(service: ContainerService, record: ContainerRecord,
+               host_mem: int | None) -> Sample:
+    """From the container's cgroup inside the guest, through its agent.
+    CPU time is the guest's, set against the host's clock like the rest."""
+    from isobox.vm import execclient
+
+    if record.state["Status"] == "paused":
+        return Sample(record.id, record.name, False)  # a frozen VM answers nothing
+    try:
+        raw = execclient.call(service.dir(record.id), "stats")
+    except (OSError, IsoboxError):
+        return Sample(record.id, record.name, False)
+    limit = int(raw.get("memory_limit") or 0)
+    machine = host_memory() if host_mem is None else host_mem
+    if machine and (limit == 0 or limit > machine):
+        limit = machine
+    return Sample(record.id, record.name, True, cpu_total=int(raw.get("cpu_usage_ns") or 0),
+                  system_cpu=system_cpu_ns(), online_cpus=os.sysconf("SC_NPROCESSORS_ONLN"),
+                  mem_usage=int(raw.get("memory_usage") or 0), mem_limit=limit,
+                  pids=int(raw.get("pids") or 0))
 
 
 def usage(previous: Sample | None, current: Sample) -> Usage:

@@ -33,6 +33,9 @@ def top(service: ContainerService, ref: str, ps_args: str = "") -> tuple[list[st
     """(titles, processes) for the container's processes."""
     record = service.get(ref)
     live.require_running(record)
+    if record.isolation == "vm":
+        raise Unavailable(f"top is not available for VM-isolated container {record.id[:12]}: "
+                          "its processes live in the VM's kernel (use exec ... ps)")
     pids = live.pids(service, record)
     args = (ps_args or DEFAULT_ARGS).split(" ")
     args = [a for a in args if a] or [DEFAULT_ARGS]

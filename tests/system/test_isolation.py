@@ -1,0 +1,223 @@
+"""The same commands in both isolations: what a user sees of a container must
+not depend on ``--isolation`` except the kernel it runs on.
+
+Each test runs with ``process`` and with ``vm`` (a utility VM per container,
+QEMU under KVM where a probe boot works, else TCG: each VM start costs
+seconds, so the VM cases are the few that matter). VM-only tests prove the
+extra wall: a guest kernel of its own, no host process or host file visible,
+and a VM killed from outside ends only its container.
+
+One private root per module (busybox bootstrapped, the guest kernel set up
+with ``isobox vm setup``); every test's containers are removed and checked
+gone, and no QEMU of ours may outlive its container.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cli_containers_support import Isobox, Terminal, clean_box, make_box, until
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("busybox") is None, reason="needs busybox-static"),
+    pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
+                       reason="needs qemu-system-x86 for VM isolation"),
+]
+
+BOTH = pytest.mark.parametrize("isolation", ["process", "vm"])
+
+
+def qemu_processes(root: Path) -> list[int]:
+    """QEMUs started for containers of ``root`` (their disks live under it)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        if "qemu-system" in argv and str(root) in argv:
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture(scope="module")
+def module_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Isobox]:
+    for box in make_box(tmp_path_factory, "isolation"):
+        box("vm", "setup", timeout=900)
+        yield box
+
+
+@pytest.fixture
+def box(module_box: Isobox) -> Iterator[Isobox]:
+    yield from clean_box(module_box)
+    assert until(lambda: not qemu_processes(module_box.root), timeout=10), \
+        f"QEMU left running: {qemu_processes(module_box.root)}"
+
+
+@BOTH
+def test_output_exit_codes_and_errors(box: Isobox, isolation: str) -> None:
+    result = box("run", "--rm", f"--isolation={isolation}", "--network", "none", "busybox",
+                 "sh", "-c", "echo out; echo err >&2; exit 3", check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")
+    box.fails("run", "--rm", f"--isolation={isolation}", "--network", "none", "busybox",
+              "/no/such/program", code=127, match="no/such/program")
+
+
+@BOTH
+def test_environment_user_workdir_and_files(box: Isobox, isolation: str,
+                                            tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "from-host").write_text("hello from the host\n")
+    out = box("run", "--rm", f"--isolation={isolation}", "--network", "none",
+              "-e", "GREETING=hi", "-w", "/tmp", "-u", "1000:1000", "-h", "boxy",
+              "-v", f"{shared}:/shared", "--tmpfs", "/scratch", "busybox", "sh", "-c",
+              "echo $GREETING; pwd; id -u; id -g; hostname; cat /shared/from-host; "
+              "echo made-inside > /shared/from-guest; "
+              "grep -c ' /scratch tmpfs' /proc/mounts").stdout.splitlines()
+    assert out == ["hi", "/tmp", "1000", "1000", "boxy", "hello from the host", "1"]
+    assert (shared / "from-guest").read_text() == "made-inside\n"
+    assert (shared / "from-guest").stat().st_uid == 1000
+    ro = box("run", "--rm", f"--isolation={isolation}", "--network", "none", "--read-only",
+             "busybox", "sh", "-c", "touch /x 2>&1; echo rc=$?", check=False)
+    assert "Read-only file system" in ro.stdout and "rc=1" in ro.stdout
+
+
+@BOTH
+def test_writable_layer_persists_and_the_file_verbs_see_it(box: Isobox, isolation: str,
+                                                          tmp_path: Path) -> None:
+    box("run", "--name", "keep", f"--isolation={isolation}", "--network", "none", "busybox",
+        "sh", "-c", "echo run >> /etc/runs; rm -f /bin/ls; cat /etc/runs")
+    assert box("start", "-a", "keep").stdout == "run\nrun\n"  # the same writable layer
+    changes = box("diff", "keep").stdout.splitlines()
+    assert "A /etc/runs" in changes and "D /bin/ls" in changes
+    assert box("cp", "keep:/etc/runs", "-").returncode == 0
+    (tmp_path / "into").write_text("copied in\n")
+    box("cp", str(tmp_path / "into"), "keep:/etc/into")
+    box("commit", "keep", f"kept-{isolation}:1")
+    out = box("run", "--rm", f"--isolation={isolation}", "--network", "none",
+              f"kept-{isolation}:1", "cat", "/etc/runs", "/etc/into").stdout
+    assert out == "run\nrun\ncopied in\n"
+    exported = tmp_path / "fs.tar"
+    box("export", "-o", str(exported), "keep")
+    import tarfile
+
+    with tarfile.open(exported) as tar:
+        names = set(tar.getnames())
+    assert "etc/runs" in names and "bin/ls" not in names and "bin/sh" in names
+    box("rmi", f"kept-{isolation}:1")
+
+
+@BOTH
+def test_detached_logs_exec_stop(box: Isobox, isolation: str) -> None:
+    cid = box("run", "-d", f"--isolation={isolation}", "--network", "none", "busybox", "sh",
+              "-c", "echo started; trap 'echo bye; exit 7' TERM; "
+              "while true; do sleep 0.1; done").stdout.strip()
+    assert until(lambda: "started" in box("logs", cid).stdout, timeout=60)
+    assert box("exec", cid, "sh", "-c", "echo in-exec; exit 4", check=False).returncode == 4
+    assert box("exec", cid, "echo", "again").stdout == "again\n"
+    piped = box("exec", "-i", cid, "cat", input=b"through stdin\n")
+    assert piped.stdout == "through stdin\n"
+    box.fails("exec", cid, "no-such-command", code=127, match="no-such-command")
+    box("pause", cid)
+    assert box.fmt(cid, "{{.State.Status}}") == "paused"
+    box("unpause", cid)
+    box("stop", "-t", "20", cid)
+    assert box.fmt(cid, "{{.State.Status}} {{.State.ExitCode}}") == "exited 7"
+    assert box("logs", cid).stdout == "started\nbye\n"
+
+
+@BOTH
+def test_terminal_and_restart_policy(box: Isobox, isolation: str) -> None:
+    term = Terminal(box.argv("run", "--rm", "-it", f"--isolation={isolation}", "--network",
+                             "none", "busybox", "sh"), box.env)
+    term.expect(b"# ", timeout=90)
+    term.send(b"echo $((6*7)); tty\r")
+    term.expect(b"/dev/pts/0")
+    term.send(b"exit 5\r")
+    assert term.wait(timeout=60) == 5
+    box("run", "-d", "--name", "flaky", f"--isolation={isolation}", "--network", "none",
+        "--restart", "on-failure:2", "busybox", "sh", "-c", "echo try; exit 9")
+    assert until(lambda: box.fmt("flaky", "{{.State.Status}}") == "exited"
+                 and box.fmt("flaky", "{{.RestartCount}}") == "2", timeout=180)
+    assert box("logs", "flaky").stdout == "try\ntry\ntry\n"
+    assert box.fmt("flaky", "{{.State.ExitCode}}") == "9"
+
+
+@BOTH
+def test_containers_reach_each_other_by_name(box: Isobox, isolation: str) -> None:
+    box("network", "create", "isonet")
+    try:
+        box("run", "-d", "--name", "web", f"--isolation={isolation}", "--network", "isonet",
+            "-p", "127.0.0.1::8080", "busybox", "sh", "-c",
+            "mkdir /www; echo served-by-$(uname -r) > /www/index.html; "
+            "httpd -f -p 8080 -h /www")
+        port = box("port", "web", "8080").stdout.strip().rpartition(":")[2]
+        # the client in the other isolation: the same network for both
+        other = "vm" if isolation == "process" else "process"
+        fetched = box("run", "--rm", f"--isolation={other}", "--network", "isonet",
+                      "busybox", "sh", "-c",
+                      "for i in $(seq 60); do wget -qO- http://web:8080/ && exit 0; "
+                      "sleep 0.5; done; exit 1")
+        assert fetched.stdout.startswith("served-by-")
+        import urllib.request
+
+        body = until(lambda: _get(urllib.request, f"http://127.0.0.1:{port}/"), timeout=60)
+        assert body == fetched.stdout
+    finally:
+        box("rm", "-f", "web", check=False)
+        box("network", "rm", "isonet")
+
+
+def _get(request: object, url: str) -> str | None:
+    try:
+        with request.urlopen(url, timeout=2) as r:  # type: ignore[attr-defined]
+            return str(r.read().decode())
+    except OSError:
+        return None
+
+
+# ---------------------------------------------------------------- the VM's own wall
+
+
+def test_vm_runs_its_own_kernel_and_sees_nothing_of_the_host(box: Isobox) -> None:
+    host_boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    out = box("run", "--rm", "--isolation=hyperv", "--network", "none", "busybox", "sh",
+              "-c", "cat /proc/sys/kernel/random/boot_id; uname -r; "
+              "grep MemTotal /proc/meminfo; ps -o pid,comm | wc -l; "
+              "cat /proc/mounts | grep -c virtio || true; ls /sys/class/net").stdout.split("\n")
+    boot_id, release, memtotal, processes = out[0], out[1], out[2], int(out[3])
+    assert boot_id != host_boot
+    assert release != os.uname().release
+    assert int(memtotal.split()[1]) < 1_000_000  # the VM's few hundred MB, not the host's
+    assert processes <= 4  # header, sh, ps, wc
+    assert "docker0" not in out and "eth0" not in out  # --network none: lo only
+    info = box("info").stdout
+    assert "DefaultIsolation: process" in info
+    assert "Accelerator" in info
+
+
+def test_killing_the_vm_ends_only_its_container(box: Isobox) -> None:
+    victim = box("run", "-d", "--isolation=vm", "--network", "none", "busybox", "sleep",
+                 "600").stdout.strip()
+    bystander = box("run", "-d", "--isolation=vm", "--network", "none", "busybox", "sleep",
+                    "600").stdout.strip()
+    assert until(lambda: len(qemu_processes(box.root)) == 2, timeout=30)
+    victim_qemu = [p for p in qemu_processes(box.root)
+                   if victim in Path(f"/proc/{p}/cmdline").read_text()]
+    assert len(victim_qemu) == 1
+    os.kill(victim_qemu[0], signal.SIGKILL)
+    assert until(lambda: box.fmt(victim, "{{.State.Status}}") == "exited", timeout=30)
+    assert box.fmt(victim, "{{.State.ExitCode}}") == "137"
+    assert box.fmt(bystander, "{{.State.Status}}") == "running"
+    assert box("exec", bystander, "echo", "alive").stdout == "alive\n"
+    time.sleep(0.1)
