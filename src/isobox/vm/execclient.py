@@ -75,8 +75,14 @@ def run(directory: str, process: dict[str, Any], *, tty: bool, interactive: bool
     """Run ``process`` (an OCI process dict) in the container; its exit code."""
     session = _Session(directory)
     try:
+        console_size = None
+        if tty and os.isatty(0):
+            from isobox.linux import console
+
+            rows, cols = console.get_size(0)
+            console_size = {"height": rows, "width": cols}
         reply = session.request("exec", stream=STREAM, process=process, tty=tty,
-                                open_stdin=interactive and not detach)
+                                open_stdin=interactive and not detach, console=console_size)
         if not reply.get("ok"):
             raise for_exit_code(str(reply.get("error") or "exec failed"),
                                 int(reply.get("exit_code") or 125))

@@ -231,7 +231,7 @@ class Keeper:
             rows, cols = console.get_size(self.stdio[0])
             if rows and cols:
                 size = {"height": rows, "width": cols}
-        reply = self.call("create", {"stream": INIT_STREAM, "id": self.id,
+        reply = self.call("create", {"stream": INIT_STREAM, "container_id": self.id,
                                      "config": self.config, "tty": self.tty,
                                      "open_stdin": self.open_stdin, "console": size})
         return int(reply.get("pid") or 0)

@@ -1,0 +1,66 @@
+"""Running a helper program (busybox's applets): argv only, no shell, a
+timeout, and its stderr for the error message. ``os.posix_spawn`` rather than
+``subprocess``, which costs the agent's start-up time to import."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+
+from isobox.errors import IsoboxError, Unavailable
+
+TIMEOUT = 30.0
+ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+RESET_SIGNALS = (signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT)
+
+
+def run(argv: list[str], timeout: float = TIMEOUT) -> None:
+    """Run argv to completion; IsoboxError with its last line of stderr if it fails."""
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    r, w = os.pipe()
+    try:
+        try:
+            pid = os.posix_spawn(argv[0], argv, ENV, setsigdef=RESET_SIGNALS,
+                                 file_actions=[(os.POSIX_SPAWN_DUP2, null, 0),
+                                               (os.POSIX_SPAWN_DUP2, null, 1),
+                                               (os.POSIX_SPAWN_DUP2, w, 2)])
+        except OSError as exc:
+            raise Unavailable(f"cannot run {argv[0]}: {exc.strerror}") from None
+        os.close(w)
+        w = -1
+        errors, status = _collect(pid, r, timeout)
+    finally:
+        for fd in (null, r, w):
+            if fd >= 0:
+                os.close(fd)
+    what = " ".join(argv)
+    if status is None:
+        raise Unavailable(f"{what}: did not finish within {timeout:.0f}s")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        lines = errors.decode(errors="replace").strip().splitlines()
+        raise IsoboxError(f"{what}: {lines[-1] if lines else f'exit status {code}'}")
+
+
+def _collect(pid: int, fd: int, timeout: float) -> tuple[bytes, int | None]:
+    """Its stderr until EOF, then its wait status; None if it ran too long (killed)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return b"".join(chunks), None
+        if not poller.poll(int(left * 1000) + 1):
+            continue
+        data = os.read(fd, 65536)
+        if not data:
+            break
+        if len(chunks) < 16:
+            chunks.append(data)
+    return b"".join(chunks), os.waitpid(pid, 0)[1]
