@@ -80,6 +80,9 @@ def configure(req: NetworkRequest, sys_root: str = "/sys", busybox: str = BUSYBO
         current = wait_for_nic(iface.mac, sys_root)
         for argv in ip_commands(iface, current, busybox):
             command.run(argv)
+    for key, value in req.sysctls.items():
+        with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+            f.write(value)
     if req.hostname is not None:
         from isobox.linux import libc
 

@@ -156,6 +156,7 @@ class Interface(SimpleNamespace):
 class NetworkRequest(SimpleNamespace):
     interfaces: list[Interface]
     hostname: str | None
+    sysctls: dict[str, str]  #: net.* settings of the guest's (the container's) network stack
 
 
 def _mac(msg: Message) -> str:
@@ -204,7 +205,18 @@ def parse_network(msg: Message) -> NetworkRequest:
     hostname = opt_str(msg, "hostname")
     if hostname is not None and len(hostname.encode()) > HOST_NAME_MAX:
         raise _wrong("hostname", f"at most {HOST_NAME_MAX} bytes")
-    return NetworkRequest(interfaces=interfaces, hostname=hostname)
+    raw = msg.get("sysctls") or {}
+    if not isinstance(raw, dict):
+        raise _wrong("sysctls", "an object")
+    sysctls: dict[str, str] = {}
+    for key, value in raw.items():
+        if (not isinstance(key, str) or not key.startswith("net.") or ".." in key
+                or not all(c.isalnum() or c in "._-" for c in key)):
+            raise _wrong("sysctls", "net.* names")
+        if not isinstance(value, str) or "\n" in value:
+            raise _wrong("sysctls", "string values")
+        sysctls[key] = value
+    return NetworkRequest(interfaces=interfaces, hostname=hostname, sysctls=sysctls)
 
 
 # -- processes ----------------------------------------------------------

@@ -109,7 +109,7 @@ def prepare(service: ContainerService, record: ContainerRecord, create: CreateRe
     vm_disks = [*layer_disks, {"path": upper, "serial": "upper", "readonly": False,
                                "fstype": "ext4", "role": "upper"}]
 
-    guest_spec, shares = _guest_spec(spec, d)
+    guest_spec, shares, sysctls = _guest_spec(spec, d)
     memory_mb = int(options.get("memory-mb") or DEFAULT_MEMORY_MB)
     if host.memory:
         memory_mb = max(memory_mb, -(-host.memory // (1 << 20)) + MEMORY_OVERHEAD_MB)
@@ -122,7 +122,7 @@ def prepare(service: ContainerService, record: ContainerRecord, create: CreateRe
         "boot_timeout": float(options.get("boot-timeout") or BOOT_TIMEOUT),
         "console_log": os.path.join(d, "vm-console.log"),
         "hostname": create.hostname or record.id[:12],
-        "disks": vm_disks, "shares": shares, "nics": [],
+        "disks": vm_disks, "shares": shares, "nics": [], "sysctls": sysctls,
     }
     return guest_spec, vm
 
@@ -147,8 +147,11 @@ def _layer_key(real: str) -> str:
     return hashlib.sha256(real.encode()).hexdigest()
 
 
-def _guest_spec(spec: dict[str, Any], d: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The spec as the guest sees it, and the host directories to share."""
+def _guest_spec(spec: dict[str, Any], d: str) -> tuple[dict[str, Any], list[dict[str, Any]],
+                                                      dict[str, str]]:
+    """The spec as the guest sees it, the host directories to share, and the
+    net.* sysctls the agent sets on the guest's network stack (which the
+    container uses as its own: it has no network namespace in the guest)."""
     guest = dict(spec)
     guest["root"] = {**spec.get("root", {}), "path": GUEST_ROOTFS}
     guest.pop("hooks", None)  # host programs: nothing to run in the guest
@@ -163,6 +166,9 @@ def _guest_spec(spec: dict[str, Any], d: str) -> tuple[dict[str, Any], list[dict
             continue  # the container uses the guest's network stack, the VM's NIC
         namespaces.append(ns)
     linux["namespaces"] = namespaces
+    sysctl = dict(linux.get("sysctl") or {})
+    net_sysctls = {k: str(v) for k, v in sysctl.items() if k.startswith("net.")}
+    linux["sysctl"] = {k: v for k, v in sysctl.items() if not k.startswith("net.")}
     guest["linux"] = linux
     shares: list[dict[str, Any]] = [{"tag": FILES_SHARE, "path": os.path.join(d, FILES_DIR),
                                      "readonly": True}]
@@ -184,7 +190,7 @@ def _guest_spec(spec: dict[str, Any], d: str) -> tuple[dict[str, Any], list[dict
         shares.append({"tag": tag, "path": source, "readonly": "ro" in options})
         guest_mounts.append({**m, "source": f"{GUEST_SHARES}/{tag}"})
     guest["mounts"] = guest_mounts
-    return guest, shares
+    return guest, shares, net_sysctls
 
 
 def refresh_files(d: str) -> None:

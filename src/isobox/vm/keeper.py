@@ -224,7 +224,7 @@ class Keeper:
     def setup(self) -> int:
         s = self.settings
         self.call("storage", s.storage_request())
-        if s.nics or s.hostname:
+        if s.nics or s.hostname or s.sysctls:
             self.call("network", s.network_request())
         size = None
         if self.tty:

@@ -6,7 +6,7 @@ and the keeper acts on. Checked field by field, like the rest of shim.json.
 
     "vm": {"qemu": str | null, "kernel": str, "initrd": str, "accel": "kvm"|"tcg",
            "memory_mb": int, "cpus": int, "boot_timeout": float,
-           "console_log": str | null, "hostname": str,
+           "console_log": str | null, "hostname": str, "sysctls": {net.*: str},
            "disks": [{"path": str, "serial": str, "readonly": bool,
                       "fstype": "erofs"|"ext4", "role": "layer"|"upper"}],
            "shares": [{"tag": str, "path": str, "readonly": bool}],
@@ -80,7 +80,7 @@ class Nic:
 
 class VmSettings:
     __slots__ = ("accel", "boot_timeout", "console_log", "cpus", "disks", "hostname",
-                 "initrd", "kernel", "memory_mb", "nics", "qemu", "shares")
+                 "initrd", "kernel", "memory_mb", "nics", "qemu", "shares", "sysctls")
 
     def __init__(self, raw: Any) -> None:
         if not isinstance(raw, dict):
@@ -98,6 +98,8 @@ class VmSettings:
         self.boot_timeout: float = _check(raw, "boot_timeout", float, 60.0)
         self.console_log: str | None = _check(raw, "console_log", str)
         self.hostname: str = _check(raw, "hostname", str, "")
+        #: The container shares the guest's network stack: its net.* sysctls go there.
+        self.sysctls: dict[str, str] = _check(raw, "sysctls", dict, {})
         self.disks = [Disk(d) for d in _check(raw, "disks", list, [])]
         self.shares = [Share(s) for s in _check(raw, "shares", list, [])]
         self.nics = [Nic(n) for n in _check(raw, "nics", list, [])]
@@ -120,4 +122,5 @@ class VmSettings:
                             "gateway": n.gateway if i == 0 else None, "mtu": n.mtu}
                            for i, n in enumerate(self.nics)],
             "hostname": self.hostname or None,
+            "sysctls": self.sysctls,
         }
