@@ -1,7 +1,10 @@
 """What the container CLI tests share: the real ``isobox`` binary on a private
 root per module (busybox bootstrapped once), and a per-test check that the
 test's containers are gone without a trace: no mount under the root, no
-monitor (shim) process, no runtime state, no cgroup.
+monitor (shim) process, no runtime state, no cgroup, and nothing of their
+networks (containers join the default bridge): no endpoint, lease, veth, tap
+or nftables rule. At the end of a module the root's networks are destroyed
+(bridge, nftables table, DNS server) and checked gone from the host.
 
 Imported by ``test_cli_containers.py`` and ``test_cli_containers_monitor.py``
 (pytest puts this folder on ``sys.path``).
@@ -11,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -167,17 +172,57 @@ def assert_gone(box: Isobox, ids: list[str]) -> None:
         assert not cgroups_of(cid), cgroups_of(cid)
 
 
+def network_leftovers(root: Path) -> list[str]:
+    """What a root's network state still holds with no container left:
+    endpoints (their leases), and whatever ``system check`` finds (veths,
+    taps, bridges and nftables rules no record claims)."""
+    from isobox.engine.networking import open_manager
+
+    if not (root / "network" / "network.db").exists():
+        return []
+    nets = open_manager(str(root))
+    try:
+        return [f"endpoint {e.id[:12]} of {e.container_name or e.container_id[:12]} on "
+                f"{e.network} ({e.ip})" for e in nets.store.endpoints()] + nets.check()
+    finally:
+        nets.close()
+
+
+def destroy_networks(root: Path) -> None:
+    """Remove what a root's networks made on the host (bridges, the nftables
+    table, the DNS server; ip_forward back off if we turned it on), and check
+    that none of it is left."""
+    from isobox.engine.networking import names_for_root, open_manager
+
+    if not (root / "network").is_dir():
+        return
+    nets = open_manager(str(root))
+    try:
+        nets.destroy()
+    finally:
+        nets.close()
+    table, prefix = names_for_root(str(root))
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert f" {prefix}" not in links, links
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    assert table not in tables.split(), tables
+
+
 def make_box(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Isobox]:
     """A module's root with busybox bootstrapped; at the end, any monitor the
-    tests left is killed so one failure cannot hang the next module."""
+    tests left is killed so one failure cannot hang the next module, and the
+    root's networks are destroyed."""
     base = tmp_path_factory.mktemp(name)
     box = Isobox(base / "root", base / "home")
     box("image", "bootstrap", "busybox")
-    yield box
-    for cid in box.ids():
-        box("rm", "-f", cid, check=False)
-    for pid in shim_processes(box.root):
-        kill_pid(pid)
+    try:
+        yield box
+    finally:
+        for cid in box.ids():
+            box("rm", "-f", cid, check=False)
+        for pid in shim_processes(box.root):
+            kill_pid(pid)
+        destroy_networks(box.root)
 
 
 def clean_box(box: Isobox) -> Iterator[Isobox]:
@@ -190,3 +235,53 @@ def clean_box(box: Isobox) -> Iterator[Isobox]:
         assert result.returncode == 0, result.stderr
     assert box.ids() == []
     assert_gone(box, ids)
+    assert network_leftovers(box.root) == []
+
+
+class Terminal:
+    """A command on a pseudo-terminal, as a user at a real terminal runs it."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: exec at once
+            try:
+                os.execve(argv[0], argv, {**env, "TERM": "xterm"})
+            finally:
+                os._exit(127)
+        self.seen = b""
+
+    def expect(self, pattern: bytes, timeout: float = 20) -> bytes:
+        deadline = time.monotonic() + timeout
+        while pattern not in self.seen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{pattern!r} not seen; got {self.seen[-400:]!r}")
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if ready:
+                try:
+                    data = os.read(self.fd, 4096)
+                except OSError:  # EIO: the other side closed
+                    data = b""
+                if not data:
+                    raise AssertionError(f"EOF before {pattern!r}; got {self.seen[-400:]!r}")
+                self.seen += data
+        return self.seen
+
+    def send(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def wait(self, timeout: float = 20) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with_status = os.waitpid(self.pid, os.WNOHANG)
+            if with_status[0] == self.pid:
+                os.close(self.fd)
+                return os.waitstatus_to_exitcode(with_status[1])
+            ready, _, _ = select.select([self.fd], [], [], 0.1)
+            if ready:  # drain, so the child never blocks on a full pty
+                try:
+                    self.seen += os.read(self.fd, 4096)
+                except OSError:
+                    pass
+        os.kill(self.pid, signal.SIGKILL)
+        raise AssertionError(f"still running; output {self.seen[-400:]!r}")

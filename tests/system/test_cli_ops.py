@@ -17,6 +17,7 @@ import os
 import re
 import select
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
@@ -26,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cli_containers_support import destroy_networks, network_leftovers
 
 ISOBOX = str(Path(sys.executable).parent / "isobox")
 FULL_ID = re.compile(r"sha256:[0-9a-f]{64}")
@@ -71,11 +73,16 @@ class Isobox:
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Isobox]:
+    """The module's root; its networks (containers join the default bridge)
+    are destroyed at the end and checked gone from the host."""
     b = Isobox(tmp_path_factory.mktemp("cli-ops") / "root")
     b("image", "bootstrap", "busybox")
-    yield b
-    for cid in b("ps", "-aq", "--no-trunc").stdout.split():
-        b("rm", "-f", cid, check=False)
+    try:
+        yield b
+    finally:
+        for cid in b("ps", "-aq", "--no-trunc").stdout.split():
+            b("rm", "-f", cid, check=False)
+        destroy_networks(b.root)
 
 
 @pytest.fixture
@@ -94,6 +101,8 @@ def ctr(box: Isobox) -> Iterator[Callable[..., str]]:
     yield make
     for name in made:
         box("rm", "-f", "-v", name, check=False)
+    if made:
+        assert network_leftovers(box.root) == []
 
 
 def read_line(proc: subprocess.Popen[bytes], timeout: float = 15) -> str:
@@ -405,12 +414,22 @@ def test_commit_makes_an_image_of_the_changes(box: Isobox, ctr: Callable[..., st
 # ------------------------------------------------------------------ port and update
 
 
+def _free_port(kind: socket.SocketKind, ip: str) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((ip, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def test_port_reports_the_requested_bindings(box: Isobox, ctr: Callable[..., str]) -> None:
-    name = ctr("run", "-d", "-p", "8080:80", "-p", "127.0.0.1:5353:53/udp")
-    assert box("port", name).stdout.splitlines() == ["53/udp -> 127.0.0.1:5353",
-                                                     "80/tcp -> 0.0.0.0:8080"]
-    assert box("port", name, "80").stdout == "0.0.0.0:8080\n"
-    assert box("port", name, "53/udp").stdout == "127.0.0.1:5353\n"
+    # Real host ports (the container is on the default bridge): free ones.
+    tcp, udp = _free_port(socket.SOCK_STREAM, "0.0.0.0"), _free_port(socket.SOCK_DGRAM,
+                                                                      "127.0.0.1")
+    name = ctr("run", "-d", "-p", f"{tcp}:80", "-p", f"127.0.0.1:{udp}:53/udp")
+    assert box("port", name).stdout.splitlines() == [f"53/udp -> 127.0.0.1:{udp}",
+                                                     f"80/tcp -> 0.0.0.0:{tcp}"]
+    assert box("port", name, "80").stdout == f"0.0.0.0:{tcp}\n"
+    assert box("port", name, "53/udp").stdout == f"127.0.0.1:{udp}\n"
     missing = box("port", name, "81", check=False)
     assert missing.returncode == 1
     assert missing.stderr.strip() == f"Error: No public port '81/tcp' published for {name}"

@@ -214,3 +214,38 @@ def test_default_bridge_none_and_host(env: NetEnv) -> None:
         mgr.remove_network("bridge")
     assert mgr.inspect("none")["Driver"] == "null"
     assert mgr.check() == []
+
+
+def test_tap_endpoint_for_a_vm(env: NetEnv) -> None:
+    """A VM's NIC: a persistent tap on the network's bridge, made before any
+    process exists. No VM boots here: the link and the store tell."""
+    mgr = env.manager()
+    net = mgr.create_network("vms", subnet=env.subnet(8))
+    ep = mgr.connect_tap("ep-vm", "vms", container_id="c-vm", container_name="vm",
+                         aliases=("vm",))
+    assert (ep.ip, ep.prefixlen, ep.gateway) == (f"10.{env.octet}.8.2", 24, net.gateway)
+    assert ep.mac == f"02:42:0a:{env.octet:02x}:08:02" and ep.kind == "tap"
+    tap = ep.host_ifname
+    assert tap.startswith(f"{env.prefix}t") and len(tap) == 15
+    detail = sh("ip", "-d", "link", "show", tap).stdout
+    assert "tun type tap" in detail and "persist on" in detail and "user root" in detail
+    assert "multi_queue" not in detail
+    assert f"master {net.bridge}" in detail and ",UP" in detail.split(">")[0]
+    assert Path(f"/sys/class/net/{tap}/address").read_text().strip() == "fe" + ep.mac[2:]
+    assert (ep.ip, ep.id) in mgr.store.leases(net.id)
+    client_ns = env.netns()  # a container on the same network finds the VM by name
+    mgr.connect("ep-client", "vms", client_ns)
+    assert env.dns(client_ns, net.gateway, "vm") == (0, [ep.ip])
+    binding = mgr.publish(ep.id, "127.0.0.1", 0, 80)
+    listing = sh("nft", "list", "table", "inet", env.table).stdout
+    assert f"dnat ip to {ep.ip}:80" in listing and binding.container_ip == ep.ip
+    assert mgr.check() == []
+
+    mgr.disconnect(ep.id)
+    assert tap not in sh("ip", "-o", "link").stdout
+    assert all(e != ep.id for _, e in mgr.store.leases(net.id))
+    assert mgr.ports() == [] and f"{ep.ip}:80" not in sh(
+        "nft", "list", "table", "inet", env.table).stdout
+    with pytest.raises(InvalidArgument, match="host network"):
+        mgr.connect_tap("ep-host", "host")
+    assert mgr.check() == []

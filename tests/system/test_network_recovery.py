@@ -157,3 +157,43 @@ def test_repairs_after_the_table_is_lost(env: NetEnv) -> None:
     assert any(str(binding) in f for f in found)
     mgr.fix()
     assert mgr.check() == []
+
+
+@pytest.mark.parametrize("repair", ["reconcile", "fix"])
+def test_kill_during_connect_tap_then_repair(env: NetEnv, repair: str) -> None:
+    mgr = env.manager()
+    net = mgr.create_network("vmcrash", subnet=env.subnet(15))
+    argv = _script(env, """
+        from isobox.network import NetlinkLinks
+        class Stall(NetlinkLinks):
+            def add_tap(self, req):
+                super().add_tap(req)
+                print("plumbed", flush=True)
+                time.sleep(120)
+        KW = {"links": Stall()}
+        #MGR
+        mgr.connect_tap("ep-vm", "vmcrash", container_id="c-vm")
+        """)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "plumbed"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    tap = Names(env.prefix).tap("ep-vm")
+    assert mgr.links.link_kinds().get(tap) == "tun"  # persistent: it outlives its maker
+    taken = mgr.endpoint("ep-vm").ip
+    other = mgr.connect_tap("ep-other", "vmcrash", container_id="c-other")
+    assert other.ip != taken  # the lease survived the crash
+    assert any("half-connected" in item for item in mgr.check())
+
+    if repair == "reconcile":
+        assert mgr.reconcile(["ep-other"]) == ["ep-vm"]
+    else:
+        assert any("ep-vm" in item for item in mgr.fix())
+    assert tap not in mgr.links.link_kinds()
+    assert [ep for _, ep in mgr.store.leases(net.id)] == ["ep-other"]
+    assert mgr.check() == []
+    mgr.disconnect("ep-other")
+    assert not [n for n in mgr.links.link_kinds() if Names(env.prefix).is_our_tap(n)]

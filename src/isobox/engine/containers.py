@@ -245,7 +245,7 @@ class ContainerService:
             raise InvalidArgument(f"unknown or invalid runtime name: {runtime}")
         if runtime != "isobox-runtime" and shutil.which(runtime) is None:
             raise Unavailable(f"runtime {runtime} is not installed")
-        self.networking.validate(request)
+        self.networking.validate(request, isolation=isolation)
         record = self._image_for(image_name, pull, platform, progress)
         cid = naming.new_id()
         snapshot = f"ctr-{cid}"

@@ -1,8 +1,7 @@
-"""``port``: a container's published ports. Until networks arrive (their own
-issue) this reports what ``-p`` requested (HostConfig.PortBindings) of a
-running container on the default bridge; other network modes publish
-nothing, as in Docker. Bindings whose host port is left to the engine
-(``-p 80``) are not listed: no port is allocated yet."""
+"""``port``: a running container's published ports, as its network endpoints
+hold them (``-p`` and ``-P``, with the host ports really allocated). A
+container without an endpoint (``none``, ``host``, ``container:X``)
+publishes nothing, as in Docker."""
 
 from __future__ import annotations
 
@@ -12,8 +11,6 @@ from isobox.errors import InvalidArgument, NotFound
 
 if TYPE_CHECKING:
     from isobox.engine.containers import ContainerService
-
-_BRIDGE = ("", "default", "bridge")
 
 
 def _key(port: str) -> tuple[int, str]:
@@ -34,29 +31,13 @@ def normalize(private: str) -> str:
 def published(service: ContainerService, ref: str) -> dict[str, list[str]]:
     """{"80/tcp": ["0.0.0.0:8080", ...]}, ports in numeric order."""
     record = service.get(ref)
-    host = record.request.get("HostConfig") or {}
     if record.state["Status"] not in ("running", "paused"):
         return {}
-    live = service.networking.bindings(service.dir(record.id))
-    if live is not None:  # connected to a network: what was really published
-        found: dict[str, list[str]] = {}
-        for port, address in sorted(live, key=lambda b: _key(b[0])):
-            found.setdefault(port, []).append(address)
-        return found
-    if (host.get("NetworkMode") or "") not in _BRIDGE:
-        return {}
-    out: dict[str, list[str]] = {}
-    bindings = host.get("PortBindings") or {}
-    for port in sorted(bindings, key=_key):
-        for binding in bindings[port] or []:
-            host_port = str((binding or {}).get("HostPort") or "")
-            if not host_port:
-                continue
-            ip = (binding or {}).get("HostIp") or "0.0.0.0"
-            shown = f"[{ip}]" if ":" in ip else ip
-            out.setdefault(port if "/" in port else f"{port}/tcp", []).append(
-                f"{shown}:{host_port}")
-    return out
+    found: dict[str, list[str]] = {}
+    for port, address in sorted(service.networking.bindings(service.dir(record.id)) or [],
+                                key=lambda b: _key(b[0])):
+        found.setdefault(port, []).append(address)
+    return found
 
 
 def lookup(service: ContainerService, ref: str, private: str) -> list[str]:

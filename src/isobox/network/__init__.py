@@ -11,6 +11,9 @@ The engine drives it through one object::
                           container_id=cid, container_name="api", aliases=("api", cid[:12]))
         nets.publish(ep.id, "0.0.0.0", 8080, 80, "tcp")
         resolv = nets.resolv_conf("web"); hosts = nets.hosts("api", [ep])
+        # a VM's NIC: a persistent tap on the bridge, made before the VM boots
+        vm = nets.connect_tap(new_id(), "web", container_id=vid, container_name="vm")
+        nets.disconnect(vm.id)                      # veths and taps alike
 
 Decisions (measured on this project's 2-core VM, see ``benchmarks/network.py``):
 
@@ -47,7 +50,7 @@ from isobox.network.ipam import DEFAULT_POOLS, Pool
 from isobox.network.manager import NetworkManager
 from isobox.network.model import EndpointInfo, Network, PortBinding, PortSpec
 from isobox.network.naming import new_id
-from isobox.network.netlink import Links, NetlinkLinks, VethRequest
+from isobox.network.netlink import Links, NetlinkLinks, TapRequest, VethRequest
 from isobox.network.nft import Firewall, NetworkRules, NftFirewall, firewall_backend
 
 __all__ = [
@@ -69,6 +72,7 @@ __all__ = [
     "ProcSysctl",
     "ResolvConf",
     "Sysctl",
+    "TapRequest",
     "VethRequest",
     "firewall_backend",
     "hosts_for",

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Self
 
 from isobox.errors import Conflict, NotFound
@@ -166,9 +167,23 @@ class ManagerCore:
         self.firewall.remove_network(net.id, net.bridge)
         self.links.delete_link(net.bridge)
 
-    def _ensure_plumbed(self, net: Network) -> None:
-        if net.bridge not in self.links.link_kinds():
-            self._plumb(net)
+    def _ensure_plumbed(self, net: Network) -> Network:
+        """The network with its bridge up (made again after a reboot or a
+        ``destroy``). The default bridge's subnet was chosen when its record
+        was made; if another engine root or a new host route has taken it
+        since, and no address of it is leased, it moves to a free one first."""
+        if self.links.exists(net.bridge):
+            return net
+        if net.predefined and net.subnet and self.default_subnet is None:
+            taken = [t for t in self.links.host_networks() if t.prefixlen > 0]
+            if ipam.overlaps(ipam.Net(net.subnet), taken):
+                new = ipam.parse_subnet(str(self._free_subnet()))
+                if self.store.move_network(net.id, new.cidr, str(new.gateway)):
+                    log.warning("network %s: subnet %s is taken on the host, moved to %s",
+                                net.name, net.subnet, new.cidr)
+                    net = replace(net, subnet=new.cidr, gateway=str(new.gateway))
+        self._plumb(net)
+        return net
 
     def _enable_forwarding(self) -> None:
         if self.sysctl.read(IP_FORWARD) != "1":
@@ -199,7 +214,10 @@ class ManagerCore:
         return [e for e in eps if container_id is None or e.container_id == container_id]
 
     def _teardown(self, ep: EndpointInfo) -> None:
-        self.firewall.remove_ports(ep.id)
+        # Port rules are added after their rows and removed before them, so
+        # an endpoint without rows has no rules (an nft call saved per endpoint).
+        if self.store.ports(ep.id):
+            self.firewall.remove_ports(ep.id)
         self.store.remove_endpoint(ep.id)
         if ep.host_ifname:
             self.links.delete_link(ep.host_ifname)

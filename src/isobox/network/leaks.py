@@ -1,5 +1,6 @@
-"""What ``check`` finds and ``fix`` undoes: kernel objects no record claims,
-records whose kernel objects are gone, and half-made endpoints."""
+"""What ``check`` finds and ``fix`` undoes: kernel objects no record claims
+(veths, taps, bridges, nftables rules), records whose kernel objects are
+gone, and half-made endpoints."""
 
 from __future__ import annotations
 
@@ -36,11 +37,15 @@ def find_leftovers(mgr: ManagerCore) -> list[Leftover]:
     net_bridges = {n.bridge for n in nets.values() if n.bridge}
     eps = {e.id: e for e in store.endpoints()}
     states = store.endpoint_states()
-    ep_veths = {e.host_ifname for e in eps.values() if e.host_ifname}
+    ep_links = {e.host_ifname for e in eps.values() if e.host_ifname}
 
     for name in sorted(kinds):
-        if mgr.names.is_our_veth(name) and name not in ep_veths:
+        if name in ep_links:
+            continue
+        if mgr.names.is_our_veth(name):
             out.append(Leftover(f"veth {name} has no endpoint", partial(_delete_link, mgr, name)))
+        elif mgr.names.is_our_tap(name):
+            out.append(Leftover(f"tap {name} has no endpoint", partial(_delete_link, mgr, name)))
     ours = {n for n, k in kinds.items() if k == "bridge" and mgr.names.is_our_bridge(n)}
     for name in sorted((fw.bridges() | ours) - net_bridges):
         out.append(Leftover(f"bridge {name} belongs to no network",
@@ -72,8 +77,8 @@ def find_leftovers(mgr: ManagerCore) -> list[Leftover]:
             out.append(Leftover(f"endpoint {ep.id} was left half-connected",
                                 partial(mgr._teardown, ep)))
         elif ep.host_ifname and ep.host_ifname not in kinds:
-            out.append(Leftover(f"endpoint {ep.id} lost its veth (namespace gone?)",
-                                partial(mgr._teardown, ep)))
+            why = "veth (namespace gone?)" if ep.kind == "veth" else "tap"
+            out.append(Leftover(f"endpoint {ep.id} lost its {why}", partial(mgr._teardown, ep)))
 
     want_dns = any(n.user_defined for n in nets.values())
     if want_dns != mgr.dns.running():

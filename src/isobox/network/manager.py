@@ -32,9 +32,10 @@ from isobox.network.model import (
     PortBinding,
     PortSpec,
     check_mac,
+    tap_mac,
 )
 from isobox.network.naming import check_network_name, new_id
-from isobox.network.netlink import VethRequest, check_ifname
+from isobox.network.netlink import TapRequest, VethRequest, check_ifname
 from isobox.network.ports import plan_ports
 from isobox.network.store import subnet_of
 
@@ -168,7 +169,7 @@ class NetworkManager(ManagerCore):
                     self.links.netns_up(netns_path)
                 self.store.mark_ready(ep.id)
                 return ep
-            self._ensure_plumbed(net)
+            net = self._ensure_plumbed(net)
             host_if = self.names.veth(endpoint_id)
             ep = self.store.reserve_endpoint(replace(draft, host_ifname=host_if),
                                              subnet_of(net), ip)
@@ -191,8 +192,68 @@ class NetworkManager(ManagerCore):
             assert found is not None
             return found
 
+    def check_tap(self, network: str) -> Network:
+        """The network, if a VM-isolated container can join it through a tap:
+        bridge networks only. ``host`` is refused (a VM has its own kernel and
+        cannot share the host's network stack); ``none`` needs no tap."""
+        net = self.get(network)
+        if net.driver == DRIVER_HOST:
+            raise InvalidArgument("a VM-isolated container cannot use the host network: a VM "
+                                  "has a network stack of its own (use a bridge network, or "
+                                  "none)")
+        if not net.is_bridge:
+            raise InvalidArgument(f"network {net.name} takes no tap: a VM on it needs no NIC")
+        return net
+
+    def connect_tap(self, endpoint_id: str, network: str, *, container_id: str | None = None,
+                    container_name: str = "", ip: str | None = None,
+                    aliases: Sequence[str] = (), mac: str | None = None) -> EndpointInfo:
+        """A VM's NIC on a bridge network: a persistent tap on the network's
+        bridge, for the VMM to open before the VM boots.
+
+        The same order as ``connect``: the address is leased and the endpoint
+        recorded (state ``creating``) before the tap exists, undone on
+        failure, repaired by ``reconcile``/``fix`` after a crash. The tap is
+        named from the endpoint id (``Names.tap``), owned by root, single
+        queue, up, and carries its own MAC (``tap_mac``); the returned
+        endpoint's ``mac`` (given, or derived from the address as for veths)
+        is the guest's. ``ip``, ``aliases``: as for ``connect``."""
+        if not endpoint_id or "/" in endpoint_id or ":" in endpoint_id:
+            raise InvalidArgument(f"invalid endpoint id {endpoint_id!r}")
+        mac = check_mac(mac) if mac else None
+        with self.locked():
+            net = self.check_tap(network)
+            prior = self.store.endpoint(endpoint_id)
+            if prior is not None and self.store.endpoint_states().get(endpoint_id) == "creating":
+                self._teardown(prior)  # a connect killed half-way: start again
+            if (ip or aliases) and not net.user_defined:
+                raise InvalidArgument("user specified IP address and network-scoped aliases "
+                                      "are supported on user defined networks only")
+            net = self._ensure_plumbed(net)
+            draft = EndpointInfo(id=endpoint_id, network_id=net.id, network=net.name,
+                                 container_id=container_id or endpoint_id,
+                                 container_name=container_name, netns="", ifname="",
+                                 host_ifname=self.names.tap(endpoint_id), ip="", prefixlen=0,
+                                 gateway="", mac=mac or "", aliases=tuple(aliases))
+            ep = self.store.reserve_endpoint(draft, subnet_of(net), ip)
+            try:
+                self.links.add_tap(TapRequest(bridge=net.bridge, ifname=ep.host_ifname,
+                                              mac=tap_mac(ep.mac), mtu=net.mtu))
+                self.store.mark_ready(ep.id)
+                if net.user_defined and aliases:
+                    self._sync_dns()
+            except BaseException:
+                try:
+                    self._teardown(ep)
+                except Exception as exc:  # the first error matters; check/fix the rest
+                    log.warning("undoing endpoint %s: %s", ep.id, exc)
+                raise
+            found = self.store.endpoint(ep.id)
+            assert found is not None
+            return found
+
     def disconnect(self, endpoint_id: str) -> None:
-        """Detach and forget the endpoint: its port rules, veth pair, lease."""
+        """Detach and forget the endpoint: its port rules, veth pair or tap, lease."""
         with self.locked():
             self._teardown(self.endpoint(endpoint_id))
 
@@ -204,8 +265,9 @@ class NetworkManager(ManagerCore):
                                                         proto)])[0]
 
     def publish_many(self, endpoint_id: str, specs: Sequence[PortSpec]) -> list[PortBinding]:
-        """Publish container ports on the host (DNAT). Every port is checked
-        (free on the host, not published already) before anything changes."""
+        """Publish container ports on the host (DNAT to the endpoint's address:
+        a container's veth or a VM's tap alike). Every port is checked (free
+        on the host, not published already) before anything changes."""
         with self.locked():
             ep = self.endpoint(endpoint_id)
             if not ep.ip:
@@ -218,6 +280,10 @@ class NetworkManager(ManagerCore):
             try:
                 self.firewall.add_ports(bindings)
             except BaseException:
+                try:  # rules never outlive their rows (teardown relies on it)
+                    self.firewall.remove_ports(ep.id, bindings)
+                except Exception as exc:  # check/fix will find them
+                    log.warning("undoing ports of %s: %s", ep.id, exc)
                 self.store.remove_ports(ep.id, [(b.host_ip, b.host_port, b.proto)
                                                 for b in bindings])
                 raise

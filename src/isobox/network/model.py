@@ -13,6 +13,7 @@ from isobox.errors import InvalidArgument
 
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 DEFAULT_BRIDGE_OPTION = "com.docker.network.bridge.default_bridge"
+MTU_OPTION = "com.docker.network.driver.mtu"
 
 #: Drivers of the predefined and user networks, as Docker names them.
 DRIVER_BRIDGE = "bridge"
@@ -58,6 +59,12 @@ class Network:
     def prefixlen(self) -> int:
         return ipaddress.IPv4Network(self.subnet).prefixlen
 
+    @property
+    def mtu(self) -> int | None:
+        """The MTU given at creation (``-o com.docker.network.driver.mtu``), if any."""
+        value = str(self.options.get(MTU_OPTION) or "")
+        return int(value) if value.isdigit() and int(value) > 0 else None
+
     def inspect(self, containers: Mapping[str, Mapping[str, str]] | None = None
                 ) -> dict[str, Any]:
         """``docker network inspect`` for this network."""
@@ -87,14 +94,21 @@ class EndpointInfo:
     network: str                     # the network's name
     container_id: str
     container_name: str
-    netns: str                       # path of the network namespace
-    ifname: str                      # inside the container: eth0, eth1...
-    host_ifname: str                 # the veth end on the bridge ("" for none/host)
+    netns: str                       # path of the network namespace ("" for a tap)
+    ifname: str                      # inside the container: eth0, eth1... ("" for a tap)
+    host_ifname: str                 # the veth end or the tap on the bridge ("" for none/host)
     ip: str                          # "" for none/host
     prefixlen: int
     gateway: str
     mac: str
     aliases: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """"veth" (a container's namespace), "tap" (a VM's NIC), "" (none, host)."""
+        if not self.host_ifname:
+            return ""
+        return "veth" if self.netns else "tap"
 
     def inspect_entry(self) -> dict[str, str]:
         """The value under ``Containers[container_id]`` of a network inspect."""
@@ -160,6 +174,14 @@ def docker_mac(ip: str) -> str:
     """Docker's MAC for an address: 02:42 and the four bytes of the IPv4 address."""
     raw = ipaddress.IPv4Address(ip).packed
     return "02:42:" + ":".join(f"{b:02x}" for b in raw)
+
+
+def tap_mac(guest_mac: str) -> str:
+    """The host side's MAC for a tap whose guest uses ``guest_mac``: the same
+    with its first byte fe (libvirt's rule). It must differ from the guest's,
+    or the bridge would keep the guest's frames for itself."""
+    first, rest = guest_mac.lower().split(":", 1)
+    return ("fa:" if first == "fe" else "fe:") + rest
 
 
 def check_mac(mac: str) -> str:

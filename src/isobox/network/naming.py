@@ -35,9 +35,10 @@ def check_table(name: str) -> str:
 
 @dataclass(frozen=True)
 class Names:
-    """Interface names under one prefix (``isobox``: isobox0, isobox-1a2b3c4d,
-    isoboxv5e6f7a8b). Tests use a random prefix so that runs side by side,
-    and the host's own links, are never mistaken for ours."""
+    """Interface names under one prefix (``isobox``: bridges isobox0 and
+    isobox-1a2b3c4d, veths isoboxv5e6f7a8b, taps isoboxt5e6f7a8b). Tests use a
+    random prefix so that runs side by side, and the host's own links, are
+    never mistaken for ours."""
 
     prefix: str = "isobox"
 
@@ -53,12 +54,22 @@ class Names:
     def bridge(self, network_id: str) -> str:
         return f"{self.prefix}-{network_id[: 14 - len(self.prefix)]}"
 
-    def veth(self, endpoint_id: str) -> str:
+    def _endpoint_link(self, kind: str, endpoint_id: str) -> str:
         digest = hashlib.sha256(endpoint_id.encode()).hexdigest()
-        return f"{self.prefix}v{digest[: 14 - len(self.prefix)]}"
+        return f"{self.prefix}{kind}{digest[: 14 - len(self.prefix)]}"
+
+    def veth(self, endpoint_id: str) -> str:
+        return self._endpoint_link("v", endpoint_id)
+
+    def tap(self, endpoint_id: str) -> str:
+        """The tap of a VM's endpoint (named from its id, as veths are)."""
+        return self._endpoint_link("t", endpoint_id)
 
     def is_our_veth(self, name: str) -> bool:
         return name.startswith(f"{self.prefix}v") and len(name) == 15
+
+    def is_our_tap(self, name: str) -> bool:
+        return name.startswith(f"{self.prefix}t") and len(name) == 15
 
     def is_our_bridge(self, name: str) -> bool:
         return name == self.default_bridge or (name.startswith(f"{self.prefix}-")

@@ -9,9 +9,13 @@ meets half-made state.
 from __future__ import annotations
 
 import errno
+import importlib.util
 import ipaddress
 import os
 import secrets
+import socket
+import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +40,17 @@ class VethRequest:
     gateway: str | None       # add a default route through it (when the netns has none)
 
 
+@dataclass(frozen=True)
+class TapRequest:
+    """A persistent tap device on a bridge: a VM's NIC, seen from the host."""
+
+    bridge: str
+    ifname: str
+    mac: str                  # the host side's own MAC, never the guest's
+    mtu: int | None = None
+    owner: int = 0            # uid allowed to attach (besides CAP_NET_ADMIN)
+
+
 class Links(Protocol):
     def ensure_bridge(self, name: str, gateway: str, prefixlen: int) -> bool:
         """Create the bridge with its address and bring it up; False when it existed."""
@@ -46,12 +61,21 @@ class Links(Protocol):
         ...
 
     def link_kinds(self) -> dict[str, str]:
-        """Every link of the host namespace: name -> kind ("bridge", "veth", "")."""
+        """Every link of the host namespace: name -> kind ("bridge", "veth", "tun", "")."""
+        ...
+
+    def exists(self, name: str) -> bool:
+        """Whether the host namespace has a link of that name."""
         ...
 
     def add_veth(self, req: VethRequest) -> str:
         """The veth pair of an endpoint, configured on both ends; returns the
         name inside the namespace. Undoes itself when a step fails."""
+        ...
+
+    def add_tap(self, req: TapRequest) -> None:
+        """A persistent tap (not multi-queue) enslaved to the bridge and up.
+        A stale link of that name is replaced; undoes itself on failure."""
         ...
 
     def netns_up(self, netns: str) -> None:
@@ -94,21 +118,52 @@ def _kind(msg: Any) -> str:
     return str(kind or "")
 
 
+_prefetching: threading.Thread | None = None
+
+
+def _import_iproute() -> Any:
+    try:
+        from pyroute2 import IPRoute  # type: ignore[import-untyped]
+    except ImportError:
+        raise Unavailable("networking needs pyroute2: pip install pyroute2") from None
+    return IPRoute
+
+
+def prefetch() -> None:
+    """Start importing pyroute2 in a background thread. It costs ~130 ms of
+    CPU, which a container start can overlap with waiting for its monitor;
+    the first netlink call waits for it. Idempotent."""
+    global _prefetching
+    if _prefetching is not None or "pyroute2.iproute" in sys.modules:
+        return
+
+    def work() -> None:
+        try:
+            _import_iproute()
+        except Exception:  # reported again by the first real use
+            pass
+
+    _prefetching = threading.Thread(target=work, name="pyroute2-import", daemon=True)
+    _prefetching.start()
+
+
 class NetlinkLinks:
-    """``Links`` over pyroute2: one short-lived netlink socket per call."""
+    """``Links`` over pyroute2: one short-lived netlink socket per call.
+    pyroute2 is imported at the first netlink call (see ``prefetch``): what
+    needs no netlink (existence checks, deleting a link already gone) never
+    pays for it."""
 
     def __init__(self) -> None:
-        try:
-            import pyroute2  # type: ignore[import-untyped]  # noqa: F401
-        except ImportError:
-            raise Unavailable("networking needs pyroute2: pip install pyroute2") from None
+        if importlib.util.find_spec("pyroute2") is None:
+            raise Unavailable("networking needs pyroute2: pip install pyroute2")
 
     @contextmanager
     def _ipr(self, netns: str | None = None) -> Iterator[Any]:
         """A netlink socket in the host's namespace, or in ``netns``."""
-        from pyroute2 import IPRoute
-
-        ipr = IPRoute() if netns is None else _ipr_in(netns, IPRoute)
+        if _prefetching is not None:
+            _prefetching.join()
+        iproute = _import_iproute()
+        ipr = iproute() if netns is None else _ipr_in(netns, iproute)
         try:
             yield ipr
         finally:
@@ -136,7 +191,16 @@ class NetlinkLinks:
             ipr.link("set", index=index, state="up")
             return created
 
+    def exists(self, name: str) -> bool:
+        try:
+            socket.if_nametoindex(name)
+        except OSError:
+            return False
+        return True
+
     def delete_link(self, name: str) -> bool:
+        if not self.exists(name):  # mostly gone with its namespace: no netlink needed
+            return False
         with self._ipr() as ipr:
             found = ipr.link_lookup(ifname=name)
             if not found:
@@ -184,6 +248,40 @@ class NetlinkLinks:
         finally:
             os.close(fd)
 
+    def add_tap(self, req: TapRequest) -> None:
+        with self._ipr() as ipr:
+            stale = ipr.link_lookup(ifname=req.ifname)
+            if stale:  # from an interrupted connect
+                ipr.link("del", index=stale[0])
+            bridge = ipr.link_lookup(ifname=req.bridge)
+            if not bridge:
+                raise NotFound(f"bridge {req.bridge} does not exist")
+            try:
+                # Persistent (TUNSETPERSIST), owned by req.owner, one queue; the
+                # VMM that opens it sets its own flags (no_pi, vnet_hdr).
+                ipr.link("add", ifname=req.ifname, kind="tuntap", mode="tap",
+                         uid=req.owner, gid=req.owner, ifr=dict(_TAP_FLAGS))
+            except Exception as exc:
+                raise _translate(exc, f"create tap {req.ifname}") from exc
+            try:
+                found = ipr.link_lookup(ifname=req.ifname)
+                if not found:
+                    raise NotFound(f"tap {req.ifname} vanished after its creation")
+                attrs: dict[str, Any] = {"address": req.mac}
+                if req.mtu:
+                    attrs["mtu"] = req.mtu
+                try:
+                    ipr.link("set", index=found[0], **attrs)
+                    ipr.link("set", index=found[0], master=bridge[0], state="up")
+                except Exception as exc:
+                    raise _translate(exc, f"attach tap {req.ifname} to {req.bridge}") from exc
+            except BaseException:
+                try:
+                    self.delete_link(req.ifname)
+                except Exception as exc:  # check/fix will find it
+                    log.warning("undo tap %s: %s", req.ifname, exc)
+                raise
+
     def _configure_peer(self, req: VethRequest, temp: str) -> str:
         with self._ipr(req.netns) as ns:
             ifname = req.ifname or _free_eth(ns)
@@ -224,6 +322,10 @@ class NetlinkLinks:
                 if ip:
                     out.append(ipaddress.IPv4Network(f"{ip}/{addr['prefixlen']}", strict=False))
         return out
+
+
+_TAP_FLAGS = (("no_pi", 1), ("one_queue", 0), ("vnet_hdr", 1), ("tun_excl", 0),
+              ("multi_queue", 0), ("persist", 0), ("nofilter", 0))
 
 
 def _random_mac() -> str:

@@ -129,6 +129,17 @@ class Store:
                 raise AlreadyExists(f"bridge {net.bridge} is used by another network") from None
             raise AlreadyExists(f"network with name {net.name} already exists") from None
 
+    def move_network(self, net_id: str, subnet: str, gateway: str) -> bool:
+        """Give a network a new subnet and gateway, unless an address of it is
+        leased (then False): the check and the change are one transaction."""
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM leases WHERE network_id = ? LIMIT 1",
+                          (net_id,)).fetchone():
+                return False
+            db.execute("UPDATE networks SET subnet = ?, gateway = ? WHERE id = ?",
+                       (subnet, gateway, net_id))
+            return True
+
     def networks(self) -> list[Network]:
         rows = self._db.execute(f"SELECT {_NET_COLS} FROM networks ORDER BY created").fetchall()
         return [_network(r) for r in rows]

@@ -22,9 +22,9 @@ from typing import Any
 from isobox import errors
 from isobox.errors import IsoboxError, NotRunning, Unavailable
 from isobox.linux.lazylog import get_logger
+from isobox.linux.unixsock import ShortPath
 from isobox.shim.config import SHIM_LOG, SHIM_PID, SOCKET, STATE_FILE, error_for
 from isobox.shim.frames import Demuxer
-from isobox.shim.unixsock import ShortPath
 
 log = get_logger(__name__)
 

@@ -31,6 +31,7 @@ import time
 
 from isobox.errors import IsoboxError, NotFound, NotRunning, Unavailable
 from isobox.linux import console
+from isobox.linux.unixsock import ShortPath
 from isobox.shim.config import (
     BUILTIN_RUNTIME,
     CONSOLE_SOCKET,
@@ -40,7 +41,6 @@ from isobox.shim.config import (
     error_for,
     exit_code_for,
 )
-from isobox.shim.unixsock import ShortPath
 
 CREATE_TIMEOUT = 90.0
 COMMAND_TIMEOUT = 60.0

@@ -14,9 +14,9 @@ import os
 
 from isobox.errors import InvalidArgument, IsoboxError
 from isobox.linux.loop import ERR, IN, OUT, Loop
+from isobox.linux.unixsock import ShortPath
 from isobox.shim import frames
 from isobox.shim.diag import describe, log
-from isobox.shim.unixsock import ShortPath
 
 MAX_REQUEST = 64 * 1024
 MAX_BACKLOG = 8 << 20

@@ -16,6 +16,7 @@ import tty as ttymod
 from typing import Any
 
 from isobox.errors import NotRunning, Unavailable, for_exit_code
+from isobox.linux.unixsock import ShortPath
 from isobox.taskapi import frames
 from isobox.vm.keeper import EXEC_SOCKET
 
@@ -27,7 +28,8 @@ class _Session:
     def __init__(self, directory: str) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self.sock.connect(os.path.join(directory, EXEC_SOCKET))
+            with ShortPath(os.path.join(directory, EXEC_SOCKET)) as short:
+                self.sock.connect(short)
         except OSError:
             self.sock.close()
             raise NotRunning("container is not running (its VM has no exec socket)") from None

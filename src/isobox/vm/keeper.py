@@ -26,6 +26,7 @@ from isobox.errors import IsoboxError, Unavailable, for_exit_code
 from isobox.linux import console, identity
 from isobox.linux.guard import close_fds_except
 from isobox.linux.loop import ERR, IN, OUT, Loop
+from isobox.linux.unixsock import ShortPath
 from isobox.taskapi import frames
 from isobox.vm.channel import Channel, ChannelClosed
 from isobox.vm.qmp import Qmp
@@ -266,7 +267,8 @@ class Keeper:
         listener = full_socket.socket(full_socket.AF_UNIX, full_socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
-            listener.bind(path)
+            with ShortPath(path) as short:  # a deep container directory
+                listener.bind(short)
         finally:
             os.umask(old)
         listener.listen(16)

@@ -7,7 +7,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 
 from isobox.errors import Conflict
-from isobox.network import DnsZone, NetworkRules, PortBinding, VethRequest
+from isobox.network import DnsZone, NetworkRules, PortBinding, TapRequest, VethRequest
 from isobox.network.nft import port_tag
 
 
@@ -16,10 +16,12 @@ class FakeLinks:
         self.kinds: dict[str, str] = {"lo": "", "eth0": ""}
         self.addrs: dict[str, str] = {}
         self.veths: dict[str, VethRequest] = {}
+        self.taps: dict[str, TapRequest] = {}
         self.routes: dict[str, str] = {}          # netns -> default gateway
         self.lo_up: set[str] = set()
         self.host_nets = [ipaddress.IPv4Network(n) for n in host_nets]
         self.fail_veth: Exception | None = None
+        self.fail_tap: Exception | None = None
 
     def ensure_bridge(self, name: str, gateway: str, prefixlen: int) -> bool:
         created = name not in self.kinds
@@ -29,11 +31,23 @@ class FakeLinks:
 
     def delete_link(self, name: str) -> bool:
         self.veths.pop(name, None)
+        self.taps.pop(name, None)
         self.addrs.pop(name, None)
         return self.kinds.pop(name, None) is not None
 
     def link_kinds(self) -> dict[str, str]:
         return dict(self.kinds)
+
+    def exists(self, name: str) -> bool:
+        return name in self.kinds
+
+    def add_tap(self, req: TapRequest) -> None:
+        if req.bridge not in self.kinds:
+            raise Conflict("no bridge")
+        self.kinds[req.ifname] = "tun"
+        if self.fail_tap is not None:  # made, then a later step failed
+            raise self.fail_tap
+        self.taps[req.ifname] = req
 
     def add_veth(self, req: VethRequest) -> str:
         if self.fail_veth is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 from pathlib import Path
 
@@ -269,3 +270,99 @@ def test_connect_again_after_a_crash_starts_over(w: World) -> None:
     assert any("half-connected" in p for p in w.mgr.check())
     ep = w.mgr.connect("e", "n", ns, container_id="c")
     assert ep.ip == half.ip and w.mgr.check() == []
+
+
+def test_tap_endpoints_lease_plumb_publish_and_go(w: World) -> None:
+    net = w.mgr.create_network("n", subnet="10.5.0.0/24", options={
+        "com.docker.network.driver.mtu": "1400"})
+    ep = w.mgr.connect_tap("t1", "n", container_id="vm1", container_name="vm",
+                           aliases=("vm", "vm1"))
+    assert (ep.ip, ep.prefixlen, ep.gateway, ep.mac) == ("10.5.0.2", 24, "10.5.0.1",
+                                                         "02:42:0a:05:00:02")
+    assert ep.kind == "tap" and ep.netns == "" and ep.host_ifname == w.mgr.names.tap("t1")
+    tap = w.links.taps[ep.host_ifname]
+    assert (tap.bridge, tap.mac, tap.mtu, tap.owner) == (net.bridge, "fe:42:0a:05:00:02", 1400, 0)
+    assert w.dns.zones[net.id].records == {"vm": ["10.5.0.2"], "vm1": ["10.5.0.2"]}
+    given = w.mgr.connect_tap("t2", "n", container_id="vm2", ip="10.5.0.9",
+                              mac="fe:00:00:00:00:01")
+    assert (given.ip, given.mac, w.links.taps[given.host_ifname].mac) == (
+        "10.5.0.9", "fe:00:00:00:00:01", "fa:00:00:00:00:01")
+    with pytest.raises(Conflict):
+        w.mgr.connect_tap("t3", "n", container_id="vm1")  # one endpoint per network
+    binding = w.mgr.publish("t1", "0.0.0.0", 0, 80)
+    assert (binding.container_ip, binding.container_port) == ("10.5.0.2", 80)
+    assert w.mgr.check() == []
+    w.mgr.disconnect("t1")
+    assert ep.host_ifname not in w.links.kinds and w.mgr.ports() == []
+    assert [ip for ip, _ in w.mgr.store.leases(net.id)] == ["10.5.0.9"]
+    # The default bridge: no aliases or fixed address, as for veths.
+    assert w.mgr.connect_tap("t4", "bridge", container_id="vm4").gateway == "172.18.0.1"
+    with pytest.raises(InvalidArgument):
+        w.mgr.connect_tap("t5", "bridge", container_id="vm5", aliases=("x",))
+
+
+def test_taps_refuse_host_and_none(w: World) -> None:
+    with pytest.raises(InvalidArgument, match="host network"):
+        w.mgr.connect_tap("t", "host")
+    with pytest.raises(InvalidArgument, match="no tap"):
+        w.mgr.connect_tap("t", "none")
+    with pytest.raises(InvalidArgument, match="host network"):
+        w.mgr.check_tap("host")
+    assert w.mgr.check_tap("bridge").name == "bridge"
+    assert w.mgr.endpoints() == [] and w.links.taps == {}
+
+
+def test_failed_tap_releases_everything(w: World) -> None:
+    net = w.mgr.create_network("n", subnet="10.5.0.0/24")
+    w.links.fail_tap = IsoboxError("no /dev/net/tun")
+    with pytest.raises(IsoboxError, match="tun"):
+        w.mgr.connect_tap("t", "n", container_id="vm")
+    w.links.fail_tap = None
+    assert w.mgr.store.leases(net.id) == [] and w.mgr.endpoints() == []
+    assert w.mgr.names.tap("t") not in w.links.kinds
+
+
+def test_tap_leftovers_found_and_fixed(w: World) -> None:
+    net = w.mgr.create_network("n", subnet="10.5.0.0/24")
+    live = w.mgr.connect_tap("live", "n", container_id="vm-live")
+    # A connect killed after the tap was made: the record says "creating".
+    draft = EndpointInfo(id="half", network_id=net.id, network="n", container_id="vm-half",
+                         container_name="", netns="", ifname="",
+                         host_ifname=w.mgr.names.tap("half"), ip="", prefixlen=0, gateway="",
+                         mac="")
+    half = w.mgr.store.reserve_endpoint(draft, subnet_of(net), None)
+    w.links.kinds[half.host_ifname] = "tun"
+    stray = w.mgr.names.tap("stray")
+    w.links.kinds[stray] = "tun"  # a tap no record claims
+    lost = w.mgr.connect_tap("lost", "n", container_id="vm-lost")
+    w.links.delete_link(lost.host_ifname)  # deleted behind our back
+    found = w.mgr.check()
+    assert any("half-connected" in f for f in found)
+    assert any(f"tap {stray} has no endpoint" in f for f in found)
+    assert any("lost its tap" in f for f in found)
+    assert len(found) == 3, found
+    # Connecting again with the same id starts over on the same address.
+    again = w.mgr.connect_tap("half", "n", container_id="vm-half")
+    assert again.ip == half.ip
+    w.mgr.fix()
+    assert w.mgr.check() == []
+    assert {e.id for e in w.mgr.endpoints()} == {"live", "half"}
+    assert stray not in w.links.kinds and live.host_ifname in w.links.taps
+    assert w.mgr.reconcile(["live"]) == ["half"]
+    assert set(w.links.taps) == {live.host_ifname}
+
+
+def test_default_bridge_moves_off_a_subnet_taken_before_it_was_plumbed(w: World) -> None:
+    bridge = w.mgr.get("bridge")
+    assert bridge.subnet == "172.18.0.0/16" and not w.links.exists(bridge.bridge)
+    # Another engine root's bridge took the subnet in the meantime.
+    w.links.host_nets.append(ipaddress.IPv4Network("172.18.0.0/16"))
+    ep = w.mgr.connect("e", "bridge", w.netns())
+    moved = w.mgr.get("bridge")
+    assert (moved.subnet, moved.gateway, ep.ip) == ("172.19.0.0/16", "172.19.0.1", "172.19.0.2")
+    assert w.links.addrs[moved.bridge] == "172.19.0.1/16"
+    # Plumbed and leased: it stays where it is from now on.
+    w.links.delete_link(moved.bridge)
+    w.links.host_nets.append(ipaddress.IPv4Network("172.19.0.0/16"))
+    w.mgr.connect("e2", "bridge", w.netns())
+    assert w.mgr.get("bridge").subnet == "172.19.0.0/16"
