@@ -28,10 +28,13 @@ def runtime_binary(name: str) -> str:
     return found
 
 
-def exec_process(service: ContainerService, ref: str, cmd: list[str], *, tty: bool = False,
-                 interactive: bool = False, detach: bool = False, env: list[str] | None = None,
-                 user: str | None = None, workdir: str | None = None,
-                 privileged: bool = False) -> int:
+def exec_spec(service: ContainerService, ref: str, cmd: list[str], *, tty: bool = False,
+              env: list[str] | None = None, user: str | None = None,
+              workdir: str | None = None, privileged: bool = False
+              ) -> tuple[Any, dict[str, Any]]:
+    """(record, OCI process) for another process in a running container: the
+    container's own process with ``cmd``, ``env`` over its environment, and
+    the user, working directory and privileges asked for."""
     from isobox.engine.runspec import replace_or_append_env
 
     record = service.get(ref)
@@ -64,6 +67,15 @@ def exec_process(service: ContainerService, ref: str, cmd: list[str], *, tty: bo
         names = capabilities.names_of(capabilities.bounding(proc.cap_last_cap()))
         process["capabilities"] = {k: names for k in ("bounding", "effective", "permitted")}
     process.pop("consoleSize", None)
+    return record, process
+
+
+def exec_process(service: ContainerService, ref: str, cmd: list[str], *, tty: bool = False,
+                 interactive: bool = False, detach: bool = False, env: list[str] | None = None,
+                 user: str | None = None, workdir: str | None = None,
+                 privileged: bool = False) -> int:
+    record, process = exec_spec(service, ref, cmd, tty=tty, env=env, user=user,
+                                workdir=workdir, privileged=privileged)
     service.event(record, "exec_create: " + " ".join(cmd))
     if record.isolation == "vm":
         return _exec_in_vm(service, record, process, cmd, tty=tty, interactive=interactive,

@@ -1,0 +1,109 @@
+"""The daemon's hold on the engine: one set of engine services per worker
+thread (each like one ``isobox`` command: its own SQLite connections), the
+blocking engine calls run off the event loop, and blocking iterators
+(logs, events) turned into async ones that stop when the client goes."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from isobox.engine.config import EngineConfig
+from isobox.engine.containers import ContainerService
+from isobox.engine.images import ImageService
+
+T = TypeVar("T")
+
+#: Threads for engine calls; long waits (wait, attach, logs -f) hold one each.
+WORKERS = 64
+
+
+class Services:
+    """The engine services of one thread."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.images = ImageService(config)
+        self.containers = ContainerService(config, self.images)
+
+
+class Backend:
+    def __init__(self, config: EngineConfig, workers: int = WORKERS) -> None:
+        self.config = config
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine")
+        self._all: list[Services] = []
+        self._lock = threading.Lock()
+
+    def services(self) -> Services:
+        found: Services | None = getattr(self._local, "services", None)
+        if found is None:
+            found = Services(self.config)
+            self._local.services = found
+            with self._lock:
+                self._all.append(found)
+        return found
+
+    async def call(self, fn: Callable[[Services], T]) -> T:
+        """``fn(services)`` on a worker thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(self.services()))
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """A plain blocking call (a read, a write) on a worker thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args))
+
+    async def iterate(self, make: Callable[[Services, threading.Event], Iterator[T]],
+                      buffer: int = 64) -> AsyncIterator[T]:
+        """Items of a blocking iterator made on a worker thread. When the
+        consumer stops early the event is set: ``make`` should pass it to
+        whatever polls, so that the thread ends too."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue(buffer)
+        stop = threading.Event()
+
+        def put(item: tuple[int, Any]) -> None:
+            future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+            while not stop.is_set():
+                try:
+                    future.result(timeout=0.5)
+                    return
+                except TimeoutError:
+                    continue
+            future.cancel()
+
+        def produce(services: Services) -> None:
+            try:
+                for item in make(services, stop):
+                    if stop.is_set():
+                        return
+                    put((0, item))
+                put((1, None))
+            except BaseException as exc:  # handed to the consumer
+                put((2, exc))
+
+        task = loop.run_in_executor(self._pool, lambda: produce(self.services()))
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == 1:
+                    break
+                if kind == 2:
+                    raise value
+                yield value
+        finally:
+            stop.set()
+            await asyncio.shield(task) if task.done() else None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            for services in self._all:
+                try:
+                    services.containers.close()
+                    services.images.close()
+                except Exception:
+                    pass
