@@ -108,7 +108,7 @@ def idle_memory(root: str) -> dict[str, int]:
 def stats(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     return {"median": statistics.median(ordered),
-            "p90": ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))],
+            "p90": ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))],
             "min": ordered[0]}
 
 

@@ -77,6 +77,7 @@ def test_environment_user_workdir_and_files(box: Isobox, isolation: str,
                                             tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
+    shared.chmod(0o777)  # the container's user 1000 writes into it
     (shared / "from-host").write_text("hello from the host\n")
     out = box("run", "--rm", f"--isolation={isolation}", "--network", "none",
               "-e", "GREETING=hi", "-w", "/tmp", "-u", "1000:1000", "-h", "boxy",

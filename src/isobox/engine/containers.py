@@ -92,8 +92,9 @@ class ContainerService:
             "FinishedAt": shim_state.get("finished_at") or state["FinishedAt"],
             "RestartCount": int(shim_state.get("restart_count") or 0),
         })
-        if status == "running" and self._frozen(record):
-            state.update({"Status": "paused", "Paused": True})
+        if status == "running" and (bool(shim_state.get("paused")) if record.isolation == "vm"
+                                    else self._frozen(record)):
+            state.update({"Status": "paused", "Paused": True})  # a VM: frozen whole by QEMU
         if state != record.state:
             self.store.set_state(record.id, state)
             record.state = state

@@ -41,6 +41,7 @@ INIT_STREAM = 1
 EXEC_SOCKET = "vm.sock"
 SETUP_TIMEOUT = 120.0  # storage + network + create, under TCG
 SHUTDOWN_GRACE = 3.0  # the agent's poweroff, before QEMU is killed
+KILL_GRACE = 5.0  # SIGKILL through the agent, before QEMU is killed
 AGENT_FD, QMP_FD = 3, 4
 VM_LOST_EXIT = 255  # the VM ended without the container's exit status
 CLIENT_BUFFER_MAX = 16 << 20
@@ -68,6 +69,8 @@ class Keeper:
         self.loop = Loop()
         self.exit_code: int | None = None
         self.shutdown_timer: int | None = None
+        self.kill_timer: int | None = None
+        self.paused = False
         self.output_open = True
         self.stdin_fd = -1
         self.listener: Any = None  # a socket.socket
@@ -341,7 +344,10 @@ class Keeper:
             self.loop.modify(client_fd, mask | self.sessions[client_fd].out_mask())
 
     def _on_frame(self, kind: int, stream: int, payload: bytes) -> None:
-        if stream == INIT_STREAM or (kind == frames.EVENT and stream == 0):
+        if kind == frames.EVENT:  # events name their process in the message
+            target_stream = frames.decode_json(payload).get("stream")
+            stream = target_stream if isinstance(target_stream, int) else INIT_STREAM
+        if stream == INIT_STREAM:
             self._on_init_frame(kind, payload)
             return
         target = self.streams.get(stream)
@@ -450,13 +456,27 @@ class Keeper:
         if op in ("start",):
             self._request("start", self._reply, stream=INIT_STREAM)
         elif op == "signal":
-            self._request("signal", self._reply, stream=INIT_STREAM,
-                          signal=int(message.get("signal") or signal.SIGTERM),
+            sig = int(message.get("signal") or signal.SIGTERM)
+            if sig == signal.SIGKILL and self.paused:
+                self._kill_qemu()  # a frozen guest cannot act: SIGKILL is the VM's end
+                self._reply({"ok": True})
+                return
+            # A paused guest answers after resume (which the monitor sends next).
+            reply = _ignore if self.paused else self._reply
+            self._request("signal", reply, stream=INIT_STREAM, signal=sig,
                           all=bool(message.get("all")))
+            if self.paused:
+                self._reply({"ok": True})
+            if sig == signal.SIGKILL and self.kill_timer is None:
+                # The agent kills and syncs; a guest that cannot is ended from outside.
+                self.kill_timer = self.loop.call_later(KILL_GRACE, self._kill_qemu)
         elif op in ("stats", "sync"):
             self._request(op, self._reply)
         elif op in ("pause", "resume"):
-            self._reply(self._monitor_command("stop" if op == "pause" else "cont"))
+            answer = self._monitor_command("stop" if op == "pause" else "cont")
+            if answer.get("ok"):
+                self.paused = op == "pause"
+            self._reply(answer)
         elif op == "delete":
             self._kill_qemu()
             self._reply({"ok": True})
