@@ -7,10 +7,12 @@ export DEBIAN_FRONTEND=noninteractive
 # runtime: busybox-static (test images), runc and containerd (peers, ctr);
 # images: docker-registry, apache2-utils (htpasswd), openssl, skopeo, docker.io
 # (interop with the real dockerd), debootstrap (Debian base images), umoci
-# (the images benchmark's peer).
+# (the images benchmark's peer); VM isolation: qemu-system-x86 (the utility
+# VMs), erofs-utils (read-only layer images), fuse2fs (ext4 images without
+# a loop device).
 packages=(python3 python3-venv python3-dev libseccomp2 busybox-static runc containerd
           iproute2 procps ca-certificates docker-registry apache2-utils openssl skopeo
-          docker.io debootstrap umoci)
+          docker.io debootstrap umoci qemu-system-x86 erofs-utils fuse2fs)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
