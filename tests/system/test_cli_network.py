@@ -108,6 +108,25 @@ def test_none_has_only_loopback(box: Isobox) -> None:
     assert [line.split(":")[1].strip() for line in out.splitlines()] == ["lo"]
 
 
+def test_restart_policy_restarts_keep_their_network(box: Isobox) -> None:
+    box("network", "create", "again")
+    try:
+        box("run", "-d", "--name", "bouncer", "--network", "again", "--restart",
+            "on-failure:2", "busybox", "sh", "-c",
+            "ip -4 -o addr show eth0 | grep -q inet && echo has-net; exit 3")
+        deadline = time.monotonic() + 60
+        state = "{{.State.Status}} {{.RestartCount}}"
+        while time.monotonic() < deadline and \
+                box("inspect", "-f", state, "bouncer").stdout.strip() != "exited 2":
+            time.sleep(0.2)
+        assert box("logs", "bouncer").stdout == "has-net\n" * 3
+        box("rm", "-f", "bouncer")
+    finally:
+        box("rm", "-f", "bouncer", check=False)
+        box("network", "rm", "again")
+    assert _leftovers(box) == []
+
+
 def test_internal_network_has_no_default_route(box: Isobox) -> None:
     box("network", "create", "--internal", "shut")
     try:

@@ -213,3 +213,18 @@ def register(cli: click.Group) -> None:
     system = cli.commands.get("system")
     if isinstance(system, click.Group):
         system.add_command(check)
+
+
+@network.command("reattach", hidden=True)
+@click.argument("container")
+@pass_ctx
+@daemon_errors
+def reattach(ctx: Context, container: str) -> None:
+    """For the monitor: connect a container that its restart policy restarted
+    (a new network namespace) to its networks again, before it starts."""
+    import os
+
+    pid = int(os.environ.get("ISOBOX_INIT_PID") or 0)
+    if pid <= 0:
+        raise click.UsageError("ISOBOX_INIT_PID is not set")
+    ctx.containers.reattach_network(container, pid)

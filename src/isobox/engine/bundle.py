@@ -330,15 +330,17 @@ def _write_shim_config(service: ContainerService, record: ContainerRecord,
     }
     if host.auto_remove:
         shim["exit_command"] = _remove_command(service, record.id)
+    if vm is None:
+        # A restart makes a new network namespace: connect it before it starts.
+        shim["restart_hook"] = _isobox_command(service, "network", "reattach", record.id)
     if vm is not None:
         shim["vm"] = vm
     atomic_write(os.path.join(service.dir(record.id), "shim.json"),
                  json.dumps(shim).encode(), 0o600)
 
 
-def _remove_command(service: ContainerService, container_id: str) -> list[str]:
-    """``isobox rm -f <id>`` for the monitor to run when a --rm container ends
-    (podman's exit command): a detached container is removed without a CLI."""
+def _isobox_command(service: ContainerService, *args: str) -> list[str]:
+    """``isobox [--root R] ARGS``, for the monitor to run without a CLI around."""
     import sys
 
     from isobox.engine.config import DEFAULT_ROOT
@@ -346,7 +348,13 @@ def _remove_command(service: ContainerService, container_id: str) -> list[str]:
     argv = [os.path.join(os.path.dirname(sys.executable), "isobox")]
     if service.config.root != DEFAULT_ROOT:
         argv += ["--root", service.config.root]
-    return [*argv, "rm", "-f", container_id]
+    return [*argv, *args]
+
+
+def _remove_command(service: ContainerService, container_id: str) -> list[str]:
+    """``isobox rm -f <id>`` when a --rm container ends (podman's exit command):
+    a detached container is removed without a CLI."""
+    return _isobox_command(service, "rm", "-f", container_id)
 
 
 def _size(text: str) -> int:

@@ -201,6 +201,17 @@ class ContainerService:
             self.networking.detach(d)
             raise
 
+    def reattach_network(self, ref: str, pid: int) -> None:
+        """A restart made a new namespace (init ``pid``): old endpoints out, new in."""
+        from isobox.engine.networking import network_of
+
+        record = self.store.lookup(ref)  # no reconcile: the monitor is mid-restart
+        if network_of(record.request) is None:
+            return
+        d = self.dir(record.id)
+        self.networking.detach(d)
+        self.networking.attach(record, d, pid)
+
     def _attach_network(self, record: ContainerRecord) -> None:
         """Connect the created container to its network before it starts;
         on failure the container is killed and left created."""

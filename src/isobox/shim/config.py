@@ -37,7 +37,10 @@ Container directory ``D`` (the engine makes it; the shim only adds files)
      "log_max_file": int,
      "restart": {"name": "no"|"on-failure"|"always"|"unless-stopped", "max_retries": int},
      "stop_signal": int, "stop_timeout": int (seconds; < 0: wait for ever),
-     "vm": null | {...} (VM isolation: see isobox.vm.settings)}
+     "vm": null | {...} (VM isolation: see isobox.vm.settings),
+     "restart_hook": [argv] (run after a restart's create, before its start,
+     with ISOBOX_INIT_PID; a failure ends the restart),
+     "exit_command": [argv] (run detached once the container is done for good)}
 
 With ``vm`` set the runtime is the VM keeper (isobox.vm.runtime): the
 container runs in a utility VM, ``rootfs_mounts`` is empty and
@@ -163,10 +166,26 @@ class RestartPolicy:
 class ShimConfig:
     """shim.json, checked field by field."""
 
-    __slots__ = ("bundle", "dir", "exit_command", "id", "log_max_file", "log_max_size",
-                 "log_path",
-                 "open_stdin", "restart", "rootfs_mounts", "runtime", "runtime_root",
-                 "stdin_once", "stop_signal", "stop_timeout", "tty", "vm")
+    __slots__ = (
+        "bundle",
+        "dir",
+        "exit_command",
+        "id",
+        "log_max_file",
+        "log_max_size",
+        "log_path",
+        "open_stdin",
+        "restart",
+        "restart_hook",
+        "rootfs_mounts",
+        "runtime",
+        "runtime_root",
+        "stdin_once",
+        "stop_signal",
+        "stop_timeout",
+        "tty",
+        "vm",
+    )
 
     def __init__(self, container_dir: str, raw: dict[str, Any]) -> None:
         if not isinstance(raw, dict):
@@ -198,6 +217,11 @@ class ShimConfig:
             from isobox.vm.settings import VmSettings
 
             self.vm = VmSettings(raw["vm"])
+        #: Run after a restart policy's create, before start, with the init's
+        #: pid in ISOBOX_INIT_PID (the engine reconnects the new namespace).
+        self.restart_hook = [str(a) for a in _get(raw, "restart_hook", list, [])]
+        if self.restart_hook and not os.path.isabs(self.restart_hook[0]):
+            raise InvalidArgument("shim.json: restart_hook must start with an absolute path")
         #: Run (detached) once the container is done for good: ``--rm``.
         self.exit_command = [str(a) for a in _get(raw, "exit_command", list, [])]
         if self.exit_command and not os.path.isabs(self.exit_command[0]):

@@ -30,6 +30,23 @@ STDIN_HIGH_WATER = 1 << 20  # stop reading attached clients' stdin beyond this b
 DRAIN_TIMEOUT = 2.0  # output still arriving after the runtime deleted the container
 
 
+HOOK_TIMEOUT = 60.0
+
+
+def _wait_child(pid: int, timeout: float) -> int:
+    """Its exit code; killed after ``timeout``. Only this pid is waited for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return -signal.SIGKILL
+        time.sleep(0.02)
+
+
 def exit_code(status: int) -> int:
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
@@ -284,7 +301,9 @@ class Monitor:
     def _restart(self) -> None:
         self.restart_timer = None
         try:
-            self.create()
+            pid = self.create()
+            if self.cfg.restart_hook:
+                self._run_restart_hook(pid)
             self.start()
         except (IsoboxError, OSError) as exc:
             message = describe(exc)
@@ -298,6 +317,19 @@ class Monitor:
             elif isinstance(exc, IsoboxError):
                 self.state.exit_code = exc.exit_code
             self._finish()
+
+    def _run_restart_hook(self, pid: int) -> None:
+        """The engine's hook (networks) for the new init; blocks, like create."""
+        env = {"PATH": os.environ.get("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin",
+               "ISOBOX_INIT_PID": str(pid)}
+        try:
+            child = os.posix_spawn(self.cfg.restart_hook[0], self.cfg.restart_hook, env)
+        except OSError as exc:
+            raise IsoboxError(f"restart hook: {exc.strerror}") from None
+        status = _wait_child(child, HOOK_TIMEOUT)
+        if status != 0:
+            raise IsoboxError(f"restart hook {' '.join(self.cfg.restart_hook[-3:])} failed "
+                              f"(status {status})")
 
     def _finish(self) -> None:
         """Done for good: unmount, close the socket, final state, then answer."""
