@@ -222,3 +222,29 @@ def test_killing_the_vm_ends_only_its_container(box: Isobox) -> None:
     assert box.fmt(bystander, "{{.State.Status}}") == "running"
     assert box("exec", bystander, "echo", "alive").stdout == "alive\n"
     time.sleep(0.1)
+
+
+def test_a_guest_kernel_panic_ends_only_that_container(box: Isobox) -> None:
+    bystander = box("run", "-d", "--isolation=vm", "--network", "none", "busybox", "sleep",
+                    "600").stdout.strip()
+    result = box("run", "--name", "panics", "--isolation=vm", "--network", "none",
+                 "--privileged", "busybox", "sh", "-c",
+                 "echo 1 > /proc/sys/kernel/sysrq; echo c > /proc/sysrq-trigger; sleep 30",
+                 check=False, timeout=120)
+    assert result.returncode == 255, (result.returncode, result.stderr)
+    assert box.fmt("panics", "{{.State.Status}} {{.State.ExitCode}}") == "exited 255"
+    console = (box.container_dir(box.fmt("panics", "{{.Id}}")) / "vm-console.log").read_text()
+    assert "Kernel panic" in console or "sysrq" in console.lower()
+    assert box.fmt(bystander, "{{.State.Status}}") == "running"
+
+
+def test_the_agent_port_and_disks_are_out_of_reach(box: Isobox) -> None:
+    out = box("run", "--rm", "--isolation=vm", "--network", "none", "busybox", "sh", "-c",
+              "ls /dev; cat /sys/class/virtio-ports/*/name 2>/dev/null; "
+              "mknod /tmp/port c $(cat /sys/class/virtio-ports/vport*/dev | head -1 | "
+              "tr : ' ') && (echo hi > /tmp/port) 2>&1; echo done").stdout
+    assert "vport" not in out.split("isobox.agent")[0]  # no port device in its /dev
+    assert "vda" not in out
+    assert out.rstrip().endswith("done")
+    assert "Device or resource busy" in out or "Operation not permitted" in out \
+        or "Permission denied" in out

@@ -327,7 +327,11 @@ class Keeper:
             log(f"agent link lost: {exc}")
             self.loop.remove(fd)
             channel.fail_pending("the VM is gone")
-            self._kill_qemu()
+            self.channel = None
+            # QEMU is on its way out (poweroff, panic): let it exit by itself,
+            # so its status says how it ended; a QEMU that lingers is killed.
+            if self.shutdown_timer is None:
+                self.shutdown_timer = self.loop.call_later(SHUTDOWN_GRACE, self._kill_qemu)
             return
         if self.channel is not None:
             self.loop.modify(fd, IN | (OUT if channel.out else 0))
