@@ -14,7 +14,6 @@ from __future__ import annotations
 import _socket as socket  # not socket.py: it imports selectors, enums (~4 ms)
 import json
 import os
-import select
 import signal
 import struct
 import sys
@@ -23,6 +22,7 @@ import time
 from isobox.agent import log
 from isobox.agent.codes import classify, describe
 from isobox.errors import CannotInvoke, CommandNotFound, InvalidArgument, IsoboxError, Unavailable
+from isobox.linux.files import read_line
 from isobox.taskapi.protocol import EXIT_CANNOT_INVOKE, EXIT_NOT_FOUND
 
 TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
@@ -212,7 +212,7 @@ class BuiltinRuntime:
             _child(w, stdio, action, keep)
         os.close(w)
         try:
-            line = _read_line(r, SETUP_TIMEOUT)
+            line = read_line(r, SETUP_TIMEOUT)
             if line is None:
                 os.kill(helper, signal.SIGKILL)
         finally:
@@ -257,25 +257,6 @@ def _child(w: int, stdio: tuple[int, int, int], action: Callable[[], int],
         os.write(w, json.dumps(msg).encode() + b"\n")
     finally:
         os._exit(0)
-
-
-def _read_line(fd: int, timeout: float) -> bytes | None:
-    """One line from fd (or what came before EOF); None on timeout."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    data = b""
-    deadline = time.monotonic() + timeout
-    while b"\n" not in data:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        if not poller.poll(int(left * 1000) + 1):
-            continue
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        data += chunk
-    return data.partition(b"\n")[0]
 
 
 def _accept_from(listener: socket.socket, pid: int) -> socket.socket:

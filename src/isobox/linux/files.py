@@ -26,3 +26,26 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def read_line(fd: int, timeout: float) -> bytes | None:
+    """One line from fd (or what came before EOF), without its newline; None
+    on timeout. For a child's one-line report on a pipe."""
+    import select
+    import time
+
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        if not poller.poll(int(left * 1000) + 1):
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.partition(b"\n")[0]

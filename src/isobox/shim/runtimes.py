@@ -31,6 +31,7 @@ import time
 
 from isobox.errors import IsoboxError, NotFound, NotRunning, Unavailable
 from isobox.linux import console
+from isobox.linux.files import read_line
 from isobox.linux.unixsock import ShortPath
 from isobox.shim.config import (
     BUILTIN_RUNTIME,
@@ -91,25 +92,6 @@ def reset_signals() -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
-def _read_line(fd: int, timeout: float) -> bytes | None:
-    """One line from fd (or what came before EOF); None on timeout."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    data = b""
-    deadline = time.monotonic() + timeout
-    while b"\n" not in data:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        if not poller.poll(int(left * 1000) + 1):
-            continue
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        data += chunk
-    return data.partition(b"\n")[0]
-
-
 def _translate(message: str) -> IsoboxError:
     text = message.lower()
     if "not running" in text:
@@ -153,7 +135,7 @@ class InProcessRuntime:
                 theirs.close()
                 theirs = None
             try:
-                line = _read_line(r, CREATE_TIMEOUT)
+                line = read_line(r, CREATE_TIMEOUT)
                 if line is None:
                     os.kill(pid, signal.SIGKILL)
             finally:
