@@ -8,8 +8,8 @@ import sys
 import click
 
 from isobox import __version__
-from isobox.cli import containers as container_commands
 from isobox.cli import (
+    build_cmds,
     fs_cmds,
     manage_cmds,
     monitor_cmds,
@@ -18,6 +18,7 @@ from isobox.cli import (
     vm_cmds,
     volume_cmds,
 )
+from isobox.cli import containers as container_commands
 from isobox.cli import images as image_commands
 from isobox.cli import run as run_commands
 from isobox.cli.context import Context, make_context, pass_ctx
@@ -62,6 +63,7 @@ volume_cmds.register(cli)
 system_cmds.register(cli)
 network_cmds.register(cli)
 vm_cmds.register(cli)
+build_cmds.register(cli)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Dockerfile builds: parser, executor, cache, context (see executor.py)."""
