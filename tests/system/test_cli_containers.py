@@ -333,10 +333,14 @@ def test_runtime_runc(box: Isobox) -> None:
 
 
 def test_isolation_and_runtime_errors(box: Isobox) -> None:
-    for isolation in ("vm", "hyperv"):
+    for isolation in ("vm", "hyperv"):  # this root has no guest kernel set up
         line = box.fails("run", "--rm", "--isolation", isolation, "busybox", "true",
                          code=125)
-        assert "VM isolation" in line
+        assert "VM isolation" in line and "isobox vm setup" in line
+    box.fails("run", "--rm", "--isolation", "vm", "--runtime", "runc", "busybox", "true",
+              code=125, match="cannot run a VM-isolated container")
+    box.fails("run", "--rm", "--isolation", "vm", "--network", "host", "busybox", "true",
+              code=125, match="host")
     box.fails("run", "--rm", "--isolation", "bogus", "busybox", "true", code=125,
               match="isolation")
     box.fails("run", "--rm", "--runtime", "nosuch", "busybox", "true", code=125,

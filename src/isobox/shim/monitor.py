@@ -300,16 +300,22 @@ class Monitor:
 
     def _restart(self) -> None:
         self.restart_timer = None
+        created = False
         try:
             pid = self.create()
+            created = True
             if self.cfg.restart_hook:
+                # Still "restarting" to the world until it runs: a stop now is final.
+                self.state.status = RESTARTING
+                self.state.save()
                 self._run_restart_hook(pid)
+                self.state.status = CREATED
             self.start()
         except (IsoboxError, OSError) as exc:
             message = describe(exc)
             log(f"restart failed: {message}")
             self.state.error = message
-            if self.state.status == CREATED:  # created, not started: take it down
+            if created and self.state.status != RUNNING:  # created, not started: take it down
                 try:
                     self.runtime.delete(force=True)
                 except (IsoboxError, OSError):

@@ -84,7 +84,8 @@ def find(state_dir: str, kernel: str | None = None, initrd: str | None = None,
         with open(os.path.join(vm_dir(state_dir), "kernel.json"), "rb") as f:
             version = json.loads(f.read())["version"]
     except FileNotFoundError:
-        raise NotFound("no guest kernel: run 'isobox vm setup' (or pass --kernel)") from None
+        raise NotFound("no guest kernel for VM isolation: run 'isobox vm setup' (or set vm.kernel "
+                       "in the settings file)") from None
     found = installed(state_dir, version)
     if not os.path.isfile(found.kernel):
         raise NotFound(f"guest kernel {version} is recorded but missing: run 'isobox vm setup'")
