@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,3 +249,29 @@ def test_the_agent_port_and_disks_are_out_of_reach(box: Isobox) -> None:
     assert out.rstrip().endswith("done")
     assert "Device or resource busy" in out or "Operation not permitted" in out \
         or "Permission denied" in out
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="needs the docker CLI")
+def test_the_docker_cli_drives_vm_containers_through_isoboxd(box: Isobox) -> None:
+    from daemon_support import Daemon
+
+    sockdir = Path(tempfile.mkdtemp(prefix="ibd-", dir="/tmp"))
+    home = box.root.parent / "daemon-home"
+    home.mkdir(exist_ok=True)
+    daemon = Daemon(box.root, sockdir / "d.sock", home)
+    daemon.start()
+    try:
+        run = daemon.docker("run", "--rm", "--isolation=hyperv", "--network", "none",
+                            "busybox", "sh", "-c", "uname -r; exit 6", check=False, timeout=120)
+        assert run.returncode == 6 and run.stdout.strip() != os.uname().release
+        cid = daemon.docker("run", "-d", "--isolation=vm", "--network", "none", "busybox",
+                            "sleep", "300", timeout=120).stdout.strip()
+        assert daemon.docker("exec", cid, "sh", "-c", "echo from-exec; exit 3",
+                             check=False).returncode == 3
+        assert daemon.docker("exec", "-i", cid, "cat", input=b"piped\n").stdout == "piped\n"
+        assert daemon.docker("inspect", "-f", "{{.HostConfig.Isolation}}", cid).stdout.strip() \
+            in ("vm", "hyperv")
+        daemon.docker("rm", "-f", cid)
+    finally:
+        daemon.stop()
+        shutil.rmtree(sockdir, ignore_errors=True)

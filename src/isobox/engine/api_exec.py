@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from isobox.engine.execs import exec_spec, runtime_binary
-from isobox.errors import Conflict, IsoboxError, Unavailable
+from isobox.errors import Conflict, IsoboxError
 
 if TYPE_CHECKING:
     from isobox.engine.containers import ContainerService
@@ -76,10 +76,10 @@ def start_exec(service: ContainerService, ref: str, cmd: list[str], *, tty: bool
     """Start ``cmd`` in the running container ``ref``."""
     record, process = exec_spec(service, ref, cmd, tty=tty, env=env, user=user,
                                 workdir=workdir, privileged=privileged)
-    if record.isolation == "vm":
-        raise Unavailable("exec through the API is not available for VM-isolated "
-                          "containers yet: use 'isobox exec'")
     service.event(record, "exec_create: " + " ".join(cmd))
+    if record.isolation == "vm":
+        return _start_vm_exec(service, record, process, cmd, tty=tty, stdin=stdin,
+                              detach=detach)
     # A short directory: a console socket's path must fit in sun_path.
     work = tempfile.mkdtemp(prefix="isobox-exec-")
     try:
@@ -114,6 +114,48 @@ def start_exec(service: ContainerService, ref: str, cmd: list[str], *, tty: bool
                 _drain_later(proc)
         return ExecProcess(proc, master=master, pid_file=pid_file, workdir=work)
     except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _start_vm_exec(service: ContainerService, record: Any, process: dict[str, Any],
+                   cmd: list[str], *, tty: bool, stdin: bool, detach: bool) -> ExecProcess:
+    """The VM's exec client as the child whose stdio the daemon relays; with a
+    tty, a host pty (the client's controlling terminal, so resizes reach it as
+    SIGWINCH and travel on to the guest)."""
+    import sys
+
+    from isobox.linux import console
+
+    work = tempfile.mkdtemp(prefix="isobox-exec-")
+    master = slave = None
+    try:
+        process_file = os.path.join(work, "process.json")
+        with open(process_file, "w") as f:
+            json.dump(process, f)
+        argv = [sys.executable, "-I", "-m", "isobox.vm.execclient", service.dir(record.id),
+                process_file]
+        argv += [flag for flag, on in (("--tty", tty), ("--interactive", stdin or tty),
+                                       ("--detach", detach)) if on]
+        service.event(record, "exec_start: " + " ".join(cmd))
+        pipe = subprocess.PIPE
+        if tty:
+            master, slave = console.openpty()
+            proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=pipe,
+                                    start_new_session=True,
+                                    preexec_fn=lambda: console.make_controlling(0))
+            os.close(slave)
+            slave = None
+            _drain_later(proc)
+        else:
+            proc = subprocess.Popen(argv, stdin=pipe if stdin else subprocess.DEVNULL,
+                                    stdout=pipe, stderr=pipe, start_new_session=True)
+        return ExecProcess(proc, master=master, pid_file=os.path.join(work, "pid"),
+                           workdir=work)
+    except BaseException:
+        for fd in (master, slave):
+            if fd is not None:
+                os.close(fd)
         shutil.rmtree(work, ignore_errors=True)
         raise
 

@@ -157,3 +157,29 @@ def _send_size(sock: socket.socket) -> None:
 def _write_all(fd: int, data: bytes) -> None:
     while data:
         data = data[os.write(fd, data):]
+
+
+def main(argv: list[str]) -> int:
+    """``python -m isobox.vm.execclient DIR PROCESS_JSON [--tty] [--interactive]
+    [--detach]``: for callers that relay a child's stdio (the API daemon)."""
+    import sys
+
+    flags = {a for a in argv[2:]}
+    if len(argv) < 2 or flags - {"--tty", "--interactive", "--detach"}:
+        print("usage: python -m isobox.vm.execclient DIR PROCESS_JSON [--tty] "
+              "[--interactive] [--detach]", file=sys.stderr)
+        return 125
+    with open(argv[1], "rb") as f:
+        process = json.loads(f.read())
+    try:
+        return run(argv[0], process, tty="--tty" in flags, interactive="--interactive" in flags,
+                   detach="--detach" in flags)
+    except Exception as exc:  # one line, the runtime's way
+        print(f"isobox-runtime: {exc}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 125))
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
