@@ -52,7 +52,6 @@ import os
 import platform
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -62,6 +61,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from isobox.tools.private_dockerd import PrivateDockerd
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
@@ -215,102 +216,19 @@ def image_facts(archive: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- private dockerd
 
 
-class Dockerd:
-    """A dockerd of our own: data root, exec root and socket under ``base``,
-    no bridge, no iptables, in its own mount namespace."""
+class Dockerd(PrivateDockerd):
+    """The private dockerd (``isobox.tools.private_dockerd``), trusting our
+    registry, emptied between rounds."""
 
     def __init__(self, base: Path, insecure: str) -> None:
-        self.base = base
-        self.sock = base / "docker.sock"
-        self.insecure = insecure
-        self.env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-                    "HOME": str(base), "DOCKER_CONFIG": str(base / "cli"),
-                    "DOCKER_HOST": f"unix://{self.sock}"}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.version = "?"
-
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[bytes]:
-        return run(["docker", *args], env=self.env)
-
-    def start(self) -> str | None:
-        """None when it runs, else why not."""
-        dockerd = shutil.which("dockerd")
-        if dockerd is None or shutil.which("docker") is None:
-            return "dockerd or docker not installed (apt-get install docker.io)"
-        (self.base / "daemon.json").write_text("{}")
-        unshare = shutil.which("unshare")
-        prefix = [unshare, "--mount", "--propagation", "private"] if unshare else []
-        argv = [*prefix, dockerd, "--config-file", str(self.base / "daemon.json"),
-                "--data-root", str(self.base / "data"), "--exec-root", str(self.base / "exec"),
-                "--pidfile", str(self.base / "docker.pid"), "-H", f"unix://{self.sock}",
-                "--bridge=none", "--iptables=false", "--ip6tables=false",
-                "--storage-driver=overlay2", f"--insecure-registry={self.insecure}"]
-        with open(self.base / "dockerd.log", "wb") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            if self.sock.exists():
-                probe = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
-                                       env=self.env, capture_output=True, timeout=20,
-                                       stdin=subprocess.DEVNULL)
-                if probe.returncode == 0:
-                    self.version = probe.stdout.decode().strip()
-                    return None
-            time.sleep(0.2)
-        tail = (self.base / "dockerd.log").read_bytes()[-1500:].decode(errors="replace")
-        self.stop()
-        return f"dockerd did not start:\n{tail}"
+        super().__init__(base, (f"--insecure-registry={insecure}",))
 
     def reset(self) -> None:
         """Remove every image (and so every layer) between rounds."""
-        ids = self("images", "-q", "--no-trunc").stdout.decode().split()
+        ids = self.docker("images", "-q", "--no-trunc").stdout.split()
         if ids:
-            self("rmi", "-f", *sorted(set(ids)))
-        self("image", "prune", "-a", "-f")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        from isobox.linux import libc, mounts, proc
-
-        children = _descendants(self.proc.pid)
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        for child, started in children:  # its containerd, if it outlived it
-            if proc.is_alive(child, started):
-                os.kill(child, signal.SIGKILL)
-        self.proc = None
-        prefix = str(self.base) + "/"
-        for point in sorted((m.mountpoint for m in proc.mountinfo()
-                             if m.mountpoint.startswith(prefix)), key=len, reverse=True):
-            libc.umount2(point, mounts.MNT_DETACH)
-
-
-def _descendants(pid: int) -> list[tuple[int, int]]:
-    from isobox.linux import proc
-
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                parents.setdefault(int(proc.stat_fields(int(entry))[1]), []).append(int(entry))
-            except (OSError, IndexError):
-                continue
-    found, todo, seen = [], [pid], {pid}
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            if child not in seen:
-                seen.add(child)
-                with contextlib.suppress(OSError):
-                    found.append((child, proc.start_time(child)))
-                    todo.append(child)
-    return found
+            self.docker("rmi", "-f", *sorted(set(ids)))
+        self.docker("image", "prune", "-a", "-f")
 
 
 # ---------------------------------------------------------------- the contenders

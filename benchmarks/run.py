@@ -34,7 +34,6 @@ import os
 import platform
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from isobox.tools.private_dockerd import PrivateDockerd
 
 ISOBOX = str(Path(sys.executable).parent / "isobox")
 PATH = os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -126,24 +127,6 @@ def memory_of(pids: list[int], containers: int) -> dict[str, Any]:
             "rss_kib_per_container": round(rss / per), "pss_kib_per_container": round(pss / per)}
 
 
-def _descendants(pid: int) -> list[int]:
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rpartition(")")[2].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 # ---------------------------------------------------------------- the three tools
 
 
@@ -164,58 +147,9 @@ def isobox_tool(base: Path) -> Tool:
     return tool
 
 
-class Dockerd:
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.sock = base / "docker.sock"
-        self.env = {"PATH": PATH, "HOME": str(base), "DOCKER_CONFIG": str(base / "cli"),
-                    "DOCKER_HOST": f"unix://{self.sock}"}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.version = "?"
-
-    def start(self) -> str | None:
-        dockerd = shutil.which("dockerd")
-        if dockerd is None or shutil.which("docker") is None:
-            return "dockerd or docker not installed (apt-get install docker.io)"
-        (self.base / "daemon.json").write_text("{}")
-        unshare = shutil.which("unshare")
-        prefix = [unshare, "--mount", "--propagation", "private"] if unshare else []
-        argv = [*prefix, dockerd, "--config-file", str(self.base / "daemon.json"),
-                "--data-root", str(self.base / "data"), "--exec-root", str(self.base / "exec"),
-                "--pidfile", str(self.base / "docker.pid"), "-H", f"unix://{self.sock}",
-                "--bridge=none", "--iptables=false", "--ip6tables=false",
-                "--storage-driver=overlay2"]
-        with open(self.base / "dockerd.log", "wb") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            if self.sock.exists():
-                probe = run(["docker", "version", "--format", "{{.Server.Version}}"],
-                            env=self.env, check=False, timeout=20)
-                if probe.returncode == 0:
-                    self.version = probe.stdout.decode().strip()
-                    return None
-            time.sleep(0.2)
-        tail = (self.base / "dockerd.log").read_bytes()[-1500:].decode(errors="replace")
-        self.stop()
-        return f"dockerd did not start: {tail}"
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        children = _descendants(self.proc.pid)
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        for child in children:  # its containerd, if it outlived it
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGKILL)
-        self.proc = None
+#: The private dockerd (``isobox.tools.private_dockerd``): one helper for the
+#: benchmarks and the tests.
+Dockerd = PrivateDockerd
 
 
 def docker_tool(base: Path, archive: Path, notes: list[str]) -> tuple[Tool | None, Dockerd]:

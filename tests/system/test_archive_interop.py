@@ -12,11 +12,9 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,8 +24,8 @@ from isobox.images import archive
 from isobox.images.bootstrap import bootstrap_busybox
 from isobox.images.content import ContentStore
 from isobox.images.records import ImageRecords
-from isobox.linux import libc, mounts, proc
 from isobox.oci import image_spec as spec
+from isobox.tools.private_dockerd import PrivateDockerd
 
 DOCKERD = shutil.which("dockerd")
 DOCKER = shutil.which("docker")
@@ -35,95 +33,7 @@ SKOPEO = shutil.which("skopeo")
 IMAGE = "isobox-interop/busybox:latest"
 
 
-class Docker:
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.sock = base / "docker.sock"
-        self.env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-                    "HOME": str(base), "DOCKER_CONFIG": str(base / "cli"),
-                    "DOCKER_HOST": f"unix://{self.sock}"}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __call__(self, *args: str, check: bool = True, timeout: float = 60,
-                 ) -> subprocess.CompletedProcess[str]:
-        assert DOCKER is not None
-        result = subprocess.run([DOCKER, *args], env=self.env, capture_output=True, text=True,
-                                stdin=subprocess.DEVNULL, timeout=timeout)
-        if check and result.returncode != 0:
-            raise AssertionError(f"docker {args} exited {result.returncode}: {result.stderr}")
-        return result
-
-    def start(self, driver: str) -> bool:
-        assert DOCKERD is not None
-        for sub in ("data", "exec"):
-            shutil.rmtree(self.base / sub, ignore_errors=True)
-        (self.base / "daemon.json").write_text("{}")
-        unshare = shutil.which("unshare")
-        prefix = [unshare, "--mount", "--propagation", "private"] if unshare else []
-        argv = [*prefix, DOCKERD, "--config-file", str(self.base / "daemon.json"),
-                "--data-root", str(self.base / "data"), "--exec-root", str(self.base / "exec"),
-                "--pidfile", str(self.base / "docker.pid"), "-H", f"unix://{self.sock}",
-                "--bridge=none", "--iptables=false", "--ip6tables=false",
-                f"--storage-driver={driver}"]
-        log = open(self.base / f"dockerd-{driver}.log", "wb")  # noqa: SIM115
-        with log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=log,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            if self.sock.exists() and self("version", check=False, timeout=10).returncode == 0:
-                return True
-            time.sleep(0.2)
-        self.stop()
-        return False
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        pid = self.proc.pid
-        children = _descendants(pid)
-        if self.proc.poll() is None:
-            os.kill(pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.kill(pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        for child, started in children:  # e.g. its containerd, if it outlived it
-            if proc.is_alive(child, started):
-                os.kill(child, signal.SIGKILL)
-        self.proc = None
-        prefix = str(self.base) + "/"
-        for point in sorted((m.mountpoint for m in proc.mountinfo()
-                             if m.mountpoint.startswith(prefix)), key=len, reverse=True):
-            libc.umount2(point, mounts.MNT_DETACH)
-
-    def log_tail(self) -> str:
-        logs = sorted(self.base.glob("dockerd-*.log"))
-        return b"".join(p.read_bytes()[-1500:] for p in logs).decode(errors="replace")
-
-
-def _descendants(pid: int) -> list[tuple[int, int]]:
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = proc.stat_fields(int(entry))
-            except (OSError, IndexError):
-                continue
-            parents.setdefault(int(fields[1]), []).append(int(entry))  # ppid
-    found, todo, seen = [], [pid], {pid}
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            if child in seen:
-                continue
-            seen.add(child)
-            try:
-                found.append((child, proc.start_time(child)))
-            except OSError:
-                continue
-            todo.append(child)
-    return found
+Docker = PrivateDockerd
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +46,9 @@ def docker() -> Iterator[Docker]:
     base = Path(tempfile.mkdtemp(prefix="isobox-dockerd-", dir="/tmp"))
     daemon = Docker(base)
     try:
-        if not any(daemon.start(driver) for driver in ("overlay2", "vfs")):
-            pytest.skip(f"dockerd could not start:\n{daemon.log_tail()}")
+        why = daemon.start(("overlay2", "vfs"), timeout=30)
+        if why is not None:
+            pytest.skip(f"dockerd could not start:\n{why}")
         yield daemon
     finally:
         daemon.stop()

@@ -503,9 +503,14 @@ def _host_arch() -> str:
 
 
 def build(options: BuildOptions, runner: StepRunner, cache: BuildCache,
-          log: Callable[[str], None]) -> BuildResult:
-    """Build; ``log`` receives Docker's step lines and each RUN's output."""
+          log: Callable[[str], None],
+          on_built: Callable[[BuildResult], None] | None = None) -> BuildResult:
+    """Build; ``log`` receives Docker's step lines and each RUN's output;
+    ``on_built`` the result, before the ``Successfully built`` line (the
+    API's ``aux`` message comes there, as dockerd sends it)."""
     result = _Builder(options, runner, cache, log).run()
+    if on_built is not None:
+        on_built(result)
     log(f"Successfully built {_short(result.image_id)}\n")
     for tag in result.tags:
         log(f"Successfully tagged {_familiar(tag)}\n")

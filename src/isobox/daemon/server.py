@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from isobox.daemon import (
+    routes_build,
     routes_containers,
     routes_exec,
     routes_images,
@@ -61,7 +62,7 @@ def make_app(config: EngineConfig) -> web.Application:
     app[STATE] = {}
     app.on_response_prepare.append(docker_headers)
     for module in (routes_system, routes_containers, routes_exec, routes_images,
-                   routes_objects):
+                   routes_objects, routes_build):
         module.register(app)
 
     async def close(app: web.Application) -> None:

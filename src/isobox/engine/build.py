@@ -25,7 +25,7 @@ from isobox.errors import InvalidArgument, NotFound
 if TYPE_CHECKING:
     from isobox.engine.containers import ContainerService
 
-__all__ = ["BuildError", "BuildRequest", "build"]
+__all__ = ["BuildError", "BuildRequest", "BuildResult", "build"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ class BuildRequest:
 
 
 def build(service: ContainerService, request: BuildRequest,
-          log: Callable[[str], None]) -> BuildResult:
+          log: Callable[[str], None],
+          on_built: Callable[[BuildResult], None] | None = None) -> BuildResult:
     from isobox.oci import reference
 
     for tag in request.tags:
@@ -68,7 +69,7 @@ def build(service: ContainerService, request: BuildRequest,
             if _is_tar(data):
                 import io
 
-                build_context.extract_tar(io.BytesIO(data), source)
+                build_context.extract_tar(io.BytesIO(_padded(data)), source)
             elif text is None:  # ``build - < Dockerfile``: no context at all
                 text = data.decode("utf-8", "surrogateescape")
         if text is None:
@@ -81,7 +82,7 @@ def build(service: ContainerService, request: BuildRequest,
                                network=request.network, isolation=request.isolation,
                                platform=request.platform)
         cache = BuildCache(os.path.join(service.config.root, "build-cache"))
-        result = run_build(options, EngineSteps(service), cache, log)
+        result = run_build(options, EngineSteps(service), cache, log, on_built)
         if request.iidfile:
             with open(request.iidfile, "w", encoding="ascii") as f:
                 f.write(result.image_id)
@@ -118,3 +119,16 @@ def _is_tar(data: bytes) -> bool:
         except (OSError, EOFError):
             return True  # truncated read of a big gzip stream: it is compressed, take it
     return len(data) >= 512 and data[257:262] == b"ustar"
+
+
+def _padded(data: bytes) -> bytes:
+    """The docker CLI, sending a Dockerfile from outside the context, appends
+    it to the tar without the last entry's padding or the end-of-archive
+    blocks (dockerd accepts that); complete such a tar."""
+    import gzip
+
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    if len(data) % 512:
+        data += bytes(512 - len(data) % 512) + bytes(1024)
+    return data

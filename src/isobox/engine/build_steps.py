@@ -246,14 +246,23 @@ def _nodes(root_fd: int, item: CopyItem, sources: dict[str, int],
             raise NotFound(f"COPY --from: {item.image_path}: "
                            f"{os.strerror(exc.errno or errno.ENOENT)}") from None
         try:
-            real = os.readlink(f"/proc/self/fd/{fd}")  # the source's own name, links followed
+            # The source's own name, links followed, relative to its root: both
+            # names read the same way, whether or not that mount is reachable
+            # from this thread's mount namespace (a path, or one from the mount).
+            base = os.readlink(f"/proc/self/fd/{sources[item.image]}").rstrip("/")
+            real = os.readlink(f"/proc/self/fd/{fd}")
         finally:
             os.close(fd)
+        if base and real != base and not real.startswith(base + "/"):
+            raise NotFound(f"COPY --from: {item.image_path}: cannot resolve its source")
+        parent_path, leaf = os.path.split(real[len(base):] or "/")
+        leaf = leaf or "."  # the whole root
+        pfd = libc.openat2(sources[item.image], parent_path.lstrip("/") or ".",
+                           _PATH | os.O_DIRECTORY, resolve=libc.RESOLVE_IN_ROOT)
     else:
         assert item.host_path is not None
-        real = item.host_path
-    parent_path, leaf = os.path.split(real)
-    pfd = os.open(parent_path or "/", _PATH | os.O_DIRECTORY)
+        parent_path, leaf = os.path.split(item.host_path)
+        pfd = os.open(parent_path or "/", _PATH | os.O_DIRECTORY)
     try:
         st = os.stat(leaf, dir_fd=pfd, follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
@@ -212,10 +212,16 @@ class ImageService:
         """Rows for ``images``: one per tag, one ``<none>`` row per untagged image."""
         parsed = _parse_filters(filters)
         rows = []
-        for record in self.records.all():
+        records = self.records.all()
+        configs = {record.id: self.config_of(record) for record in records}
+        parents = set() if all_images else _parents(configs.values())
+        for record in records:
             tags = self.repo_tags(record)
+            config = configs[record.id]
+            if not tags and _chain_key(config, len(config.history or [])) in parents:
+                continue  # an untagged parent of another image (a build step): ``-a`` only
             digests_ = self.repo_digests(record)
-            labels = (self.config_of(record).config or spec.ContainerConfig()).labels or {}
+            labels = (config.config or spec.ContainerConfig()).labels or {}
             if not _keep(record, tags, labels, parsed):
                 continue
             if "reference" in parsed:  # Docker lists only the matching names
@@ -488,6 +494,35 @@ def _health(h: spec.HealthConfig | None) -> dict[str, Any] | None:
         return None
     return {"Test": h.test, "Interval": h.interval, "Timeout": h.timeout,
             "StartPeriod": h.start_period, "Retries": h.retries}
+
+
+def _chain_key(config: spec.ImageConfig, n: int) -> tuple[str, ...] | None:
+    """What an image is made of up to its ``n``-th history entry: those
+    entries and the layers they made. An image whose whole key is a strict
+    prefix of another's is that one's parent (as Docker's builder records
+    parents: each step's image is the next one's). None without history."""
+    history = config.history or []
+    if not history or n > len(history):
+        return None
+    layers = sum(1 for h in history[:n] if not h.empty_layer)
+    diff_ids = config.rootfs.diff_ids
+    if layers > len(diff_ids):
+        return None
+    return (*diff_ids[:layers], "|",
+            *(f"{h.created}\0{h.created_by}\0{h.comment}\0{bool(h.empty_layer)}"
+              for h in history[:n]))
+
+
+def _parents(configs: Iterable[spec.ImageConfig]) -> set[tuple[str, ...] | None]:
+    """The keys of every image that has a child (see ``_chain_key``)."""
+    found: set[tuple[str, ...] | None] = set()
+    for config in configs:
+        for n in range(1, len(config.history or [])):
+            key = _chain_key(config, n)
+            if key is not None:
+                found.add(key)
+    found.discard(None)
+    return found
 
 
 def _parse_filters(filters: Sequence[str]) -> dict[str, list[str]]:
