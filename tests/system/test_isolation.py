@@ -122,7 +122,7 @@ def test_writable_layer_persists_and_the_file_verbs_see_it(box: Isobox, isolatio
 @BOTH
 def test_detached_logs_exec_stop(box: Isobox, isolation: str) -> None:
     cid = box("run", "-d", f"--isolation={isolation}", "--network", "none", "busybox", "sh",
-              "-c", "echo started; trap 'echo bye; exit 7' TERM; "
+              "-c", "echo started; echo x > /marker; trap 'echo bye; exit 7' TERM; "
               "while true; do sleep 0.1; done").stdout.strip()
     assert until(lambda: "started" in box("logs", cid).stdout, timeout=60)
     assert box("exec", cid, "sh", "-c", "echo in-exec; exit 4", check=False).returncode == 4
@@ -130,6 +130,10 @@ def test_detached_logs_exec_stop(box: Isobox, isolation: str) -> None:
     piped = box("exec", "-i", cid, "cat", input=b"through stdin\n")
     assert piped.stdout == "through stdin\n"
     box.fails("exec", cid, "no-such-command", code=127, match="no-such-command")
+    assert "A /marker" in box("diff", cid).stdout.splitlines()  # read while it runs
+    assert box("cp", f"{cid}:/marker", "-").returncode == 0
+    if isolation == "vm":
+        box.fails("update", "--memory", "64m", cid, code=1, match="fixed with its VM")
     box("pause", cid)
     assert box.fmt(cid, "{{.State.Status}}") == "paused"
     box("unpause", cid)

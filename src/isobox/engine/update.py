@@ -117,6 +117,9 @@ def update(service: ContainerService, ref: str, body: dict[str, Any]) -> None:
                            "for the container")
     _check(host, new)
     resources = resources_of(new)
+    if resources and live.is_live(record) and record.isolation == "vm":
+        raise Conflict(f"Cannot update container {record.id}: the resources of a running "
+                       "VM-isolated container are fixed with its VM; stop it, update, start")
     if resources and live.is_live(record):
         result = run([runtime_binary(record.runtime), "--root", service.runtime_root,
                       "update", "--resources", "-", record.id],

@@ -109,7 +109,15 @@ def upper_view(service: ContainerService, record: ContainerRecord, *,
         with contextlib.suppress(IsoboxError, OSError):
             execclient.call(d, "sync")
     target = tempfile.mkdtemp(prefix="upper-", dir=d)
+    snapshot = None
     try:
+        if _running(record):
+            # The guest has it mounted (its journal is live): read a copy with
+            # the journal replayed, in user space, never the disk itself.
+            snapshot = _replayed_copy(image, d)
+            image = snapshot
+        elif _needs_recovery(image):
+            _replay_journal(image)  # a VM killed mid-write; no one else has it open
         with _fuse2fs(image, target, writable):
             upper = os.path.join(target, UPPER_DIR)
             if not os.path.isdir(upper):  # never started: an empty layer
@@ -125,6 +133,37 @@ def upper_view(service: ContainerService, record: ContainerRecord, *,
     finally:
         with contextlib.suppress(OSError):
             os.rmdir(target)
+        if snapshot is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(snapshot)
+
+
+def _needs_recovery(image: str) -> bool:
+    result = subprocess.run(["dumpe2fs", "-h", image], capture_output=True, text=True,
+                            timeout=60, check=False)
+    return "needs_recovery" in result.stdout
+
+
+def _replay_journal(image: str) -> None:
+    result = subprocess.run(["e2fsck", "-E", "journal_only", "-y", image], capture_output=True,
+                            text=True, timeout=300, check=False)
+    if result.returncode not in (0, 1):  # 1: errors corrected
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        raise IsoboxError("the VM container's writable layer is damaged: "
+                          + (detail[-1] if detail else f"e2fsck status {result.returncode}"))
+
+
+def _replayed_copy(image: str, d: str) -> str:
+    fd, copy = tempfile.mkstemp(prefix="upper-copy-", dir=d)
+    os.close(fd)
+    try:
+        subprocess.run(["cp", "--sparse=always", image, copy], check=True, timeout=600,
+                       capture_output=True)
+        _replay_journal(copy)
+    except BaseException:
+        os.unlink(copy)
+        raise
+    return copy
 
 
 def _host_spec(service: ContainerService, record: ContainerRecord) -> dict[str, Any]:
