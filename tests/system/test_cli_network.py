@@ -108,6 +108,22 @@ def test_none_has_only_loopback(box: Isobox) -> None:
     assert [line.split(":")[1].strip() for line in out.splitlines()] == ["lo"]
 
 
+def test_container_mode_shares_the_target_namespace(box: Isobox) -> None:
+    box("run", "-d", "--name", "owner", "busybox", "sleep", "60")
+    try:
+        theirs = box("exec", "owner", "ip", "-4", "-o", "addr").stdout
+        ours = box("run", "--rm", "--network", "container:owner", "busybox", "ip", "-4", "-o",
+                   "addr").stdout
+        assert ours == theirs and "eth0" in ours
+        ps = box("run", "--rm", "--pid", "container:owner", "busybox", "ps", "-o", "comm")
+        assert "sleep" in ps.stdout
+        box.fails("run", "--rm", "--network", "container:nosuch", "busybox", "true",
+                  code=125, match="nosuch")
+    finally:
+        box("rm", "-f", "owner")
+    assert _leftovers(box) == []
+
+
 def test_restart_policy_restarts_keep_their_network(box: Isobox) -> None:
     box("network", "create", "again")
     try:

@@ -61,7 +61,7 @@ def write(service: ContainerService, record: ContainerRecord, image: ImageRecord
         hosts_file=files["hosts"], hostname_file=files["hostname"],
         cgroups_path=f"{parent.rstrip('/')}/{record.id}", kernel=_kernel(),
         host_caps=_host_caps(), cgroup_version=detect_version(), devices=devices,
-        default_sysctls=True)
+        default_sysctls=True, namespace_paths=_joined_namespaces(service, host))
     vm = None
     if record.isolation == "vm":
         from isobox.engine import vmspec
@@ -69,6 +69,28 @@ def write(service: ContainerService, record: ContainerRecord, image: ImageRecord
         spec, vm = vmspec.prepare(service, record, create, spec, mounts)
     atomic_write(os.path.join(bundle, "config.json"), json.dumps(spec, indent=1).encode(), 0o600)
     _write_shim_config(service, record, create, merged, bundle, mounts, vm)
+
+
+def _joined_namespaces(service: ContainerService, host: Any) -> dict[str, str]:
+    """``--network/--pid/--ipc container:<name|id>``: the running target's
+    namespaces, by its init's pid."""
+    from isobox.errors import Conflict
+
+    paths: dict[str, str] = {}
+    for kind, ns, mode in (("network", "net", host.network_mode), ("pid", "pid", host.pid_mode),
+                           ("ipc", "ipc", host.ipc_mode)):
+        if not (mode or "").startswith("container:") or mode == "container:":
+            continue
+        target = service.get(mode.partition(":")[2])
+        if target.isolation == "vm":
+            raise InvalidArgument(f"cannot join the {kind} namespace of VM-isolated container "
+                                  f"{target.name}: it lives in the VM's kernel")
+        pid = int(target.state.get("Pid") or 0)
+        if target.state["Status"] not in ("running", "paused") or pid <= 0:
+            raise Conflict(f"cannot join the {kind} namespace of container {target.name}: "
+                           "it is not running")
+        paths[kind] = f"/proc/{pid}/ns/{ns}"
+    return paths
 
 
 def read_only_mounts(mounts: list[Mount]) -> list[Mount]:
