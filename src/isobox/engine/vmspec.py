@@ -103,11 +103,14 @@ def prepare(service: ContainerService, record: ContainerRecord, create: CreateRe
         layer_disks.append({"path": disks.layer_image(service.config.root, real, key),
                             "serial": f"l{index}", "readonly": True, "fstype": "erofs",
                             "role": "layer"})
-    upper = os.path.join(d, UPPER_DISK)
-    if not os.path.exists(upper):
-        disks.create_writable(upper, UPPER_SIZE)
-    vm_disks = [*layer_disks, {"path": upper, "serial": "upper", "readonly": False,
-                               "fstype": "ext4", "role": "upper"}]
+    vm_disks = list(layer_disks)
+    ephemeral = bool(host.auto_remove)  # --rm: the writable layer can live in guest memory
+    if not ephemeral:
+        upper = os.path.join(d, UPPER_DISK)
+        if not os.path.exists(upper):
+            disks.create_writable(upper, UPPER_SIZE)
+        vm_disks.append({"path": upper, "serial": "upper", "readonly": False,
+                         "fstype": "ext4", "role": "upper"})
 
     guest_spec, shares, sysctls = _guest_spec(spec, d)
     memory_mb = int(options.get("memory-mb") or DEFAULT_MEMORY_MB)
@@ -123,6 +126,7 @@ def prepare(service: ContainerService, record: ContainerRecord, create: CreateRe
         "console_log": os.path.join(d, "vm-console.log"),
         "hostname": create.hostname or record.id[:12],
         "disks": vm_disks, "shares": shares, "nics": [], "sysctls": sysctls,
+        "ephemeral": ephemeral,
     }
     return guest_spec, vm
 

@@ -44,7 +44,8 @@ AGENT_ROOTS: tuple[str, ...] = ("isobox.agent",)
 GUEST_MODULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("", ("virtio_pci",)),
     (VIRTIO_CONSOLE, ("virtio_console",)),
-    (VIRTIO_BLOCK, ("virtio_blk", "erofs", "ext4", "overlay")),
+    (VIRTIO_BLOCK, ("virtio_blk", "erofs", "overlay")),
+    (initscript.CMDLINE_FLAG + initscript.WRITABLE_DISK_FLAG, ("ext4",)),
     (VIRTIO_NET, ("virtio_net",)),
     (VIRTIO_9P, ("9pnet_virtio", "9p")),
 )

@@ -29,6 +29,7 @@ from isobox.linux.loop import ERR, IN, OUT, Loop
 from isobox.linux.unixsock import ShortPath
 from isobox.taskapi import frames
 from isobox.vm.channel import Channel, ChannelClosed
+from isobox.vm.initscript import WRITABLE_DISK_FLAG
 from isobox.vm.qmp import Qmp
 
 TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
@@ -91,7 +92,8 @@ class Keeper:
             accel=s.accel, agent_fd=AGENT_FD, qmp_fd=QMP_FD, console_log=s.console_log,
             disks=[qemu.Disk(d.path, d.serial, d.readonly) for d in s.disks],
             shares=[qemu.Share(sh.tag, sh.path, sh.readonly) for sh in s.shares],
-            nics=[qemu.Nic(n.tap, n.mac) for n in s.nics])
+            nics=[qemu.Nic(n.tap, n.mac) for n in s.nics],
+            cmdline_extra=WRITABLE_DISK_FLAG if any(d.role == "upper" for d in s.disks) else "")
         argv = qemu.command(spec, s.qemu)
         pid = os.fork()
         if pid == 0:
@@ -384,7 +386,10 @@ class Keeper:
                 self._close_output()
                 code = message.get("exit_code")
                 self.exit_code = code if isinstance(code, int) else VM_LOST_EXIT
-                self._shutdown()
+                if self.settings.ephemeral:
+                    self._kill_qemu()  # nothing in it to keep (--rm, no writable disk)
+                else:
+                    self._shutdown()
 
     def _write_out(self, fd: int, data: bytes) -> None:
         if not self.output_open:

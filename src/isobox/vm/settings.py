@@ -7,6 +7,7 @@ and the keeper acts on. Checked field by field, like the rest of shim.json.
     "vm": {"qemu": str | null, "kernel": str, "initrd": str, "accel": "kvm"|"tcg",
            "memory_mb": int, "cpus": int, "boot_timeout": float,
            "console_log": str | null, "hostname": str, "sysctls": {net.*: str},
+           "ephemeral": bool,
            "disks": [{"path": str, "serial": str, "readonly": bool,
                       "fstype": "erofs"|"ext4", "role": "layer"|"upper"}],
            "shares": [{"tag": str, "path": str, "readonly": bool}],
@@ -79,8 +80,22 @@ class Nic:
 
 
 class VmSettings:
-    __slots__ = ("accel", "boot_timeout", "console_log", "cpus", "disks", "hostname",
-                 "initrd", "kernel", "memory_mb", "nics", "qemu", "shares", "sysctls")
+    __slots__ = (
+        "accel",
+        "boot_timeout",
+        "console_log",
+        "cpus",
+        "disks",
+        "ephemeral",
+        "hostname",
+        "initrd",
+        "kernel",
+        "memory_mb",
+        "nics",
+        "qemu",
+        "shares",
+        "sysctls",
+    )
 
     def __init__(self, raw: Any) -> None:
         if not isinstance(raw, dict):
@@ -100,6 +115,9 @@ class VmSettings:
         self.hostname: str = _check(raw, "hostname", str, "")
         #: The container shares the guest's network stack: its net.* sysctls go there.
         self.sysctls: dict[str, str] = _check(raw, "sysctls", dict, {})
+        #: Nothing to keep at the end (--rm: the writable layer is the guest's
+        #: tmpfs), so the VM is stopped hard as soon as the container exits.
+        self.ephemeral: bool = _check(raw, "ephemeral", bool, False)
         self.disks = [Disk(d) for d in _check(raw, "disks", list, [])]
         self.shares = [Share(s) for s in _check(raw, "shares", list, [])]
         self.nics = [Nic(n) for n in _check(raw, "nics", list, [])]
