@@ -80,7 +80,9 @@ def find_binary(name: str | None = None) -> str:
 
 def command(spec: VmSpec, binary: str | None = None) -> list[str]:
     _validate(spec)
-    argv = [find_binary(binary), "-M", _machine(spec.machine), "-accel", spec.accel,
+    # TCG: a small translation cache (the default reserves 1 GiB, and fills it).
+    accel = "tcg,tb-size=64" if spec.accel == "tcg" else spec.accel
+    argv = [find_binary(binary), "-M", _machine(spec.machine), "-accel", accel,
             "-cpu", "host" if spec.accel == "kvm" else "max",
             "-m", str(spec.memory_mb), "-smp", str(spec.cpus),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
