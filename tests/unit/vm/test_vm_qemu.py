@@ -33,7 +33,7 @@ def test_minimal_vm() -> None:
     assert "-nographic" not in argv
     assert pairs(argv, "-display") == ["none"]
     assert pairs(argv, "-M") == ["pc"]
-    assert pairs(argv, "-accel") == ["tcg"]
+    assert pairs(argv, "-accel") == ["tcg,tb-size=64"]  # a bounded translation cache
     assert pairs(argv, "-m") == ["512"] and pairs(argv, "-smp") == ["2"]
     assert pairs(argv, "-kernel") == ["/k/vmlinux"] and pairs(argv, "-initrd") == ["/k/init.cpio"]
     cmdline = pairs(argv, "-append")[0]
