@@ -27,6 +27,7 @@ import pytest
 
 from isobox.errors import IsoboxError
 from isobox.vm import accel, disks, initramfs, kernel, qemu
+from isobox.vm.initscript import WRITABLE_DISK_FLAG
 
 DEV_DEB = "/tmp/vmx/linux-image-6.1.0-56-amd64_6.1.192-2_amd64.deb"
 BOOT_TIMEOUT = 90.0
@@ -195,7 +196,8 @@ def test_guest_mounts_layers_upper_and_share(vm: tuple[str, kernel.GuestKernel],
                        disks=[qemu.Disk(images[0], "layer0", True),
                               qemu.Disk(images[1], "layer1", True),
                               qemu.Disk(str(upper), "upper", False)],
-                       shares=[qemu.Share("share0", str(share), False)])
+                       shares=[qemu.Share("share0", str(share), False)],
+                       cmdline_extra=WRITABLE_DISK_FLAG)  # ext4 for the writable disk
     with ours:
         line = boot_and_read(spec, ours, theirs)
     assert line, f"no report from the guest; console:\n{console.read_text()[-3000:]}"
