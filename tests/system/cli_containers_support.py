@@ -138,12 +138,30 @@ def shim_processes(root: Path) -> dict[int, str]:
                 state = f.read().rpartition(")")[2].split()[0]
         except OSError:
             continue
-        if state == "Z" or "isobox.shim" not in argv:
+        if state == "Z":
             continue
-        directory = argv[argv.index("isobox.shim") + 1] if argv[-1] != "isobox.shim" else ""
+        if "isobox.shim" in argv:
+            directory = argv[argv.index("isobox.shim") + 1] if argv[-1] != "isobox.shim" else ""
+        elif "isobox.shim.zygote" in argv:  # forked by isoboxd's launcher: find its log fd
+            directory = _container_dir_of_fds(int(entry), prefix)
+        else:
+            continue
         if directory.startswith(prefix):
             found[int(entry)] = directory
     return found
+
+
+def _container_dir_of_fds(pid: int, prefix: str) -> str:
+    """The container directory a process holds a file open in (a monitor keeps
+    its container's log open), or ""."""
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith(prefix):
+                return prefix + target[len(prefix):].split("/")[0]
+    except OSError:
+        pass
+    return ""
 
 
 def cgroups_of(cid: str) -> list[str]:

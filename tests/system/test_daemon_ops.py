@@ -25,7 +25,10 @@ def test_containers_outlive_the_daemon(tmp_path: Path) -> None:
     with running_daemon(tmp_path) as daemon:
         daemon.docker("run", "-d", "--name", "survivor", *NONE, "busybox", "sh", "-c",
                       "echo before; sleep 60")
+        launchers = _zygotes(daemon)
+        assert len(launchers) == 1  # the warm shim launcher the daemon started
         daemon.stop(signal.SIGKILL)
+        assert until_gone(launchers)  # it dies with its daemon; the container does not
         # The CLI, on the same root, sees it running without any daemon.
         assert daemon.isobox("ps", "--format", "{{.Names}}").stdout == "survivor\n"
         daemon.start()
@@ -41,6 +44,41 @@ def test_containers_outlive_the_daemon(tmp_path: Path) -> None:
         assert names == {"survivor", "from-cli"}
         daemon.docker("rm", "-f", "from-cli", "survivor")
         assert daemon.isobox("ps", "-aq").stdout == ""
+
+
+def _zygotes(daemon: Daemon) -> list[int]:
+    """pids of the daemon's shim launchers (its children running isobox.shim.zygote;
+    the shims they fork carry the same command line but are init's children)."""
+    assert daemon.proc is not None
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError):
+            continue
+        if "isobox.shim.zygote" in argv and ppid == daemon.proc.pid:
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def until_gone(pids: list[int], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _daemon_exit(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:

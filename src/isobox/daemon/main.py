@@ -47,7 +47,18 @@ def cli(hosts: tuple[str, ...], root: str | None, insecure: tuple[str, ...], tls
     except (IsoboxError, OSError) as exc:
         click.echo(f"isoboxd: {exc}", err=True)
         sys.exit(1)
-    run(config, found)
+    from isobox.engine import zygote
+
+    try:
+        launcher = zygote.start(config)  # before any thread: it forks
+    except IsoboxError as exc:
+        logging.getLogger("isoboxd").warning("%s: containers start the slow way", exc)
+        launcher = None
+    try:
+        run(config, found)
+    finally:
+        if launcher is not None:
+            zygote.stop(config, launcher)
 
 
 def main() -> None:

@@ -31,6 +31,8 @@ class EngineConfig(SimpleNamespace):
     #: (process|vm|hyperv) and ``vm`` ({kernel, initrd, accel, memory-mb, cpus, boot-timeout}).
     settings: dict[str, Any]
     settings_file: str
+    #: A warm shim launcher's socket (isoboxd runs one), or None.
+    shim_zygote: str | None
 
     @property
     def content_dir(self) -> str:
@@ -69,7 +71,7 @@ def load_config(root: str | None = None, *, insecure_registries: list[str] | Non
     settings_file = env.get("ISOBOX_DAEMON_CONFIG") or DEFAULT_SETTINGS_FILE
     return EngineConfig(root=root, run_root=run_root, config_dir=config_dir,
                         insecure_registries=insecure, settings=_settings(settings_file),
-                        settings_file=settings_file)
+                        settings_file=settings_file, shim_zygote=None)
 
 
 def _settings(path: str) -> dict[str, Any]:

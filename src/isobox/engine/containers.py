@@ -331,7 +331,7 @@ class ContainerService:
         state_file = os.path.join(self.dir(record.id), "state.json")
         if os.path.exists(state_file):
             os.unlink(state_file)  # a previous run's; the new monitor writes its own
-        launch(self.dir(record.id))
+        launch(self.dir(record.id), zygote=getattr(self.config, "shim_zygote", None))
 
     def start(self, ref: str) -> ContainerRecord:
         record = self.get(ref)

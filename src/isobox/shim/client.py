@@ -42,8 +42,29 @@ _KINDS: dict[str, type[IsoboxError]] = {
 }
 
 
+def _through_zygote(zygote: str, container_dir: str, ready_w: int, stderr_fd: int) -> bool:
+    """Ask a warm launcher (isobox.shim.zygote) to fork the shim; False if
+    there is none answering (the caller then starts one the slow way)."""
+    import array
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        sock.settimeout(5)
+        with ShortPath(zygote) as short:
+            sock.connect(short)
+        sock.sendmsg([os.fsencode(container_dir)],
+                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                       array.array("i", [ready_w, stderr_fd]))])
+        return sock.recv(16) == b"ok"
+    except OSError as exc:
+        log.debug("zygote %s: %s", zygote, exc)
+        return False
+    finally:
+        sock.close()
+
+
 def launch(container_dir: str, *, python: str = sys.executable,
-           timeout: float = LAUNCH_TIMEOUT) -> int:
+           timeout: float = LAUNCH_TIMEOUT, zygote: str | None = None) -> int:
     """Start the shim of a prepared container directory; its pid once the
     container is created.
 
@@ -53,14 +74,17 @@ def launch(container_dir: str, *, python: str = sys.executable,
     container_dir = os.path.abspath(container_dir)
     r, w = os.pipe()
     argv = [python, "-I", "-m", "isobox.shim", container_dir, "--ready-fd", str(w)]
-    log.debug("launch %s", argv)
+    proc = None
     try:
         with open(os.path.join(container_dir, SHIM_LOG), "ab") as stderr:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                pass_fds=(w,), start_new_session=True, cwd="/",
-                env={"PATH": os.environ.get("PATH") or DEFAULT_PATH},
-            )
+            if zygote is None or not _through_zygote(zygote, container_dir, w,
+                                                     stderr.fileno()):
+                log.debug("launch %s", argv)
+                proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                    pass_fds=(w,), start_new_session=True, cwd="/",
+                    env={"PATH": os.environ.get("PATH") or DEFAULT_PATH},
+                )
     except BaseException:
         os.close(r)
         raise
@@ -71,10 +95,11 @@ def launch(container_dir: str, *, python: str = sys.executable,
     finally:
         os.close(r)
         # The process we started forks the shim and exits at once.
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        if proc is not None:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
     if line is None:
         _kill_shim(container_dir)
         raise Unavailable(f"the shim did not report within {timeout:.0f}s "
