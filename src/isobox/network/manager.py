@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from isobox.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
@@ -173,24 +173,34 @@ class NetworkManager(ManagerCore):
             host_if = self.names.veth(endpoint_id)
             ep = self.store.reserve_endpoint(replace(draft, host_ifname=host_if),
                                              subnet_of(net), ip)
-            try:
+
+            def plumb(ep: EndpointInfo) -> None:
                 chosen = self.links.add_veth(VethRequest(
                     bridge=net.bridge, host_ifname=host_if, netns=netns_path, ifname=ifname,
                     ip=ep.ip, prefixlen=ep.prefixlen, mac=ep.mac,
                     gateway=None if net.internal else net.gateway))
                 self.store.set_ifname(ep.id, chosen)
-                self.store.mark_ready(ep.id)
-                if net.user_defined and aliases:
-                    self._sync_dns()
-            except BaseException:
-                try:
-                    self._teardown(ep)
-                except Exception as exc:  # the first error matters; check/fix the rest
-                    log.warning("undoing endpoint %s: %s", ep.id, exc)
-                raise
-            found = self.store.endpoint(ep.id)
-            assert found is not None
-            return found
+
+            return self._complete(ep, net, aliases, plumb)
+
+    def _complete(self, ep: EndpointInfo, net: Network, aliases: Sequence[str],
+                  plumb: Callable[[EndpointInfo], None]) -> EndpointInfo:
+        """Make the endpoint's link, mark it ready, update DNS; a failure
+        undoes the whole endpoint (lease included) before it propagates."""
+        try:
+            plumb(ep)
+            self.store.mark_ready(ep.id)
+            if net.user_defined and aliases:
+                self._sync_dns()
+        except BaseException:
+            try:
+                self._teardown(ep)
+            except Exception as exc:  # the first error matters; check/fix the rest
+                log.warning("undoing endpoint %s: %s", ep.id, exc)
+            raise
+        found = self.store.endpoint(ep.id)
+        assert found is not None
+        return found
 
     def check_tap(self, network: str) -> Network:
         """The network, if a VM-isolated container can join it through a tap:
@@ -236,21 +246,8 @@ class NetworkManager(ManagerCore):
                                  host_ifname=self.names.tap(endpoint_id), ip="", prefixlen=0,
                                  gateway="", mac=mac or "", aliases=tuple(aliases))
             ep = self.store.reserve_endpoint(draft, subnet_of(net), ip)
-            try:
-                self.links.add_tap(TapRequest(bridge=net.bridge, ifname=ep.host_ifname,
-                                              mac=tap_mac(ep.mac), mtu=net.mtu))
-                self.store.mark_ready(ep.id)
-                if net.user_defined and aliases:
-                    self._sync_dns()
-            except BaseException:
-                try:
-                    self._teardown(ep)
-                except Exception as exc:  # the first error matters; check/fix the rest
-                    log.warning("undoing endpoint %s: %s", ep.id, exc)
-                raise
-            found = self.store.endpoint(ep.id)
-            assert found is not None
-            return found
+            return self._complete(ep, net, aliases, lambda ep: self.links.add_tap(TapRequest(
+                bridge=net.bridge, ifname=ep.host_ifname, mac=tap_mac(ep.mac), mtu=net.mtu)))
 
     def disconnect(self, endpoint_id: str) -> None:
         """Detach and forget the endpoint: its port rules, veth pair or tap, lease."""
