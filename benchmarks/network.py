@@ -61,6 +61,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from api import Isoboxd
 from run import Dockerd, Tool, _unmount_under, docker_tool, isobox_tool, pct, run
 
 from isobox.network import NetlinkLinks, NetworkManager, Pool
@@ -391,6 +392,8 @@ def main() -> int:
     ap.add_argument("--conns", type=int, default=300, help="connections timed per path (300)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-docker", action="store_true")
+    ap.add_argument("--no-isoboxd", action="store_true",
+                    help="skip isobox behind its Engine API (the docker CLI against isoboxd)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("run as root", file=sys.stderr)
@@ -405,11 +408,19 @@ def main() -> int:
     daemon: Dockerd | None = None
     engines: list[Engine] = []
     procs: list[subprocess.Popen[str]] = []
-    octets = _free_octets(2)
+    octets = _free_octets(3)
+    isoboxd: Isoboxd | None = None
     try:
         log("isobox: bootstrap busybox")
         (base / "isobox").mkdir()
         engines.append(Engine(isobox_tool(base), octets[0]))
+        if not args.no_isoboxd:
+            log("isoboxd: the same engine behind the Engine API, driven by the docker CLI")
+            (base / "isoboxd").mkdir()
+            isoboxd = Isoboxd(base / "isoboxd")
+            isoboxd.start()
+            engines.append(Engine(Tool("isoboxd", ["docker"], isoboxd.env,
+                                       ["--network", "none"]), octets[2]))
         if not args.no_docker:
             log("docker: private dockerd, load the same image")
             archive = base / "busybox.tar"
@@ -449,14 +460,19 @@ def main() -> int:
             if eng.network:
                 with contextlib.suppress(Exception):
                     eng("network", "rm", eng.network)
+        if isoboxd is not None:
+            isoboxd.stop()
         if engines:
             from isobox.engine.networking import open_manager
 
-            nets = open_manager(str(base / "isobox"))
-            try:
-                nets.destroy()
-            finally:
-                nets.close()
+            for root in (base / "isobox", base / "isoboxd" / "root"):
+                if not root.is_dir():
+                    continue
+                nets = open_manager(str(root))
+                try:
+                    nets.destroy()
+                finally:
+                    nets.close()
         if daemon is not None:
             daemon.stop()
         _unmount_under(base)
