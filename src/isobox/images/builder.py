@@ -37,6 +37,11 @@ from isobox.oci import reference as refs
 
 __all__ = ["Assembled", "ImageAssembler", "Layer", "TarWriter", "now_rfc3339", "register"]
 
+#: gzip level of layers made here (commit, build, import): 1 is 3-5x faster
+#: than 6 for a few percent more bytes; Docker does not compress local layers
+#: at all until a push.
+LOCAL_LEVEL = 1
+
 #: Writes the entries of one layer into an open tar stream.
 TarWriter = Callable[[tarfile.TarFile], None]
 _KEPT_XATTRS = ("security.capability",)
@@ -61,7 +66,7 @@ class ImageAssembler:
     """Collects layers for one image; ``finish`` writes config and manifest."""
 
     def __init__(self, store: ContentStore, *, tmpdir: str | None = None,
-                 compresslevel: int = 6) -> None:
+                 compresslevel: int = LOCAL_LEVEL) -> None:
         self.store = store
         self.tmpdir = tmpdir
         self.compresslevel = compresslevel
