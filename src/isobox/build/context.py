@@ -64,12 +64,22 @@ def copy_filtered(src: str, dest: str, matcher: PatternMatcher) -> None:
             if os.path.islink(full):
                 os.symlink(os.readlink(full), target)
             elif stat.S_ISREG(os.lstat(full).st_mode):
-                shutil.copy2(full, target, follow_symlinks=False)
+                _link_or_copy(full, target)
     if matcher.has_exclusions:  # directories excluded but walked for "!" lines
         for dirpath, _dirnames, _ in os.walk(dest, topdown=False):
             rel = os.path.relpath(dirpath, dest)
             if rel != "." and matcher.excluded(rel) and not os.listdir(dirpath):
                 os.rmdir(dirpath)
+
+
+def _link_or_copy(src: str, dest: str) -> None:
+    """A hard link where the context and the build's copy share a file system
+    (the build only reads it, and removes its copy: the user's file is never
+    written): no data copied. Elsewhere a copy with its metadata."""
+    try:
+        os.link(src, dest, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dest, follow_symlinks=False)
 
 
 def extract_tar(src: BinaryIO, dest: str) -> None:
