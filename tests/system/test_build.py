@@ -187,6 +187,63 @@ EOF
         == "tool\nname=none\n600\n"
 
 
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A directory served over HTTP on 127.0.0.1 (a thread of this process)."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_add_from_a_url_and_a_context_from_a_url(env: Env, tmp_path: Path,
+                                                 served: tuple[Path, str]) -> None:
+    www, base = served
+    (www / "notes.txt").write_text("downloaded\n")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        info = tarfile.TarInfo("inside")
+        info.size = 3
+        tf.addfile(info, io.BytesIO(b"tar"))
+    (www / "pkg.tar.gz").write_bytes(buf.getvalue())
+    ctx = tmp_path / "ctx"
+    write(ctx, {"Dockerfile": f"""\
+FROM busybox
+ADD {base}/notes.txt /data/
+ADD {base}/pkg.tar.gz /data/
+ADD {base}/notes.txt /renamed.txt
+"""})
+    env.build(ctx, "-t", "url:1")
+    # Docker's rules: a URL's file is 0600 and an archive is not unpacked.
+    assert env.sh("url:1", "cat /data/notes.txt /renamed.txt; stat -c %a /data/notes.txt; "
+                           "ls /data") == "downloaded\ndownloaded\n600\nnotes.txt\npkg.tar.gz\n"
+    (ctx / "Dockerfile").write_text(f"FROM busybox\nADD {base}/nope.txt /x\n")
+    failed = env.build(ctx, "-t", "url:2", check=False)
+    assert failed.returncode != 0 and "404" in failed.stderr
+    # The whole context as a tarball's URL.
+    ctx_tar = io.BytesIO()
+    with tarfile.open(fileobj=ctx_tar, mode="w:gz") as tf:
+        for name, data in (("Dockerfile", b"FROM busybox\nCOPY f /f\n"), ("f", b"remote-ctx")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    (www / "ctx.tar.gz").write_bytes(ctx_tar.getvalue())
+    env.run("build", "--network", "none", "-t", "url:3", f"{base}/ctx.tar.gz")
+    assert env.sh("url:3", "cat /f") == "remote-ctx"
+
+
 def test_failing_run_exit_code_and_nothing_tagged(env: Env, tmp_path: Path) -> None:
     write(tmp_path, {"Dockerfile": "FROM busybox\nRUN echo visible-output && exit 42\n"})
     result = env.build(tmp_path, "-t", "broken:1", check=False)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from isobox.build import config_ops, context
+from isobox.build import config_ops, context, remote
 from isobox.build.cache import BuildCache, cache_key
 from isobox.build.lex import Lexer
 from isobox.build.parser import (
@@ -457,8 +457,17 @@ class _Builder:
                                       image=source_image.id, image_path=path, mode=chmod))
                 sums.append(f"{source_image.id}:{path}")
                 continue
-            if inst.cmd == "ADD" and re.match(r"https?://", src):
-                raise BuildError(f"ADD {src}: remote URLs are not supported yet")
+            if inst.cmd == "ADD" and remote.is_url(src):
+                fetched = remote.fetch(src, os.path.join(
+                    os.path.dirname(self.options.context_dir), "downloads"))
+                if not fetched.name and dest.endswith("/"):
+                    raise BuildError(f"ADD {src}: cannot determine a file name from the URL: "
+                                     "give the destination file's name")
+                # Never extracted, even an archive: Docker's rule for URLs.
+                items.append(CopyItem(dest=dest, name=fetched.name or posixpath.basename(dest),
+                                      host_path=fetched.path, mode=chmod))
+                sums.append(f"{src}:{context.checksum(fetched.path)}")
+                continue
             try:
                 rels = context.resolve_sources(self.options.context_dir, src)
             except NotFound as exc:

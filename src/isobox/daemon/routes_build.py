@@ -47,14 +47,18 @@ def _json_map(request: web.Request, name: str, *, nulls: bool) -> dict[str, str 
 
 
 def _request(request: web.Request, body: BinaryIO) -> BuildRequest:
-    if request.query.get("remote"):
-        raise ApiError(400, "a remote build context is not supported: send the context "
-                            "as the request body")
+    remote = request.query.get("remote") or ""
+    context: str | BinaryIO = body
+    if remote:
+        if not remote.startswith(("http://", "https://")):
+            raise ApiError(400, f"remote context {remote!r}: only http(s) URLs of a "
+                                "tarball are supported (no git)")
+        context = remote  # the engine downloads it
     isolation = request.query.get("isolation", "")
     network = request.query.get("networkmode", "") or "default"
     labels = {k: v or "" for k, v in _json_map(request, "labels", nulls=False).items()}
     return BuildRequest(
-        context=body, dockerfile=request.query.get("dockerfile") or None,
+        context=context, dockerfile=request.query.get("dockerfile") or None,
         tags=request.query.getall("t", []),
         build_args=_json_map(request, "buildargs", nulls=True),
         target=request.query.get("target") or None, no_cache=qbool(request, "nocache"),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
 from isobox.build import context as build_context
+from isobox.build import remote
 from isobox.build.cache import BuildCache
 from isobox.build.executor import BuildError, BuildOptions, BuildResult
 from isobox.build.executor import build as run_build
@@ -58,14 +59,21 @@ def build(service: ContainerService, request: BuildRequest,
         ctx_dir = os.path.join(work, "context")
         os.mkdir(ctx_dir)
         text = request.dockerfile_text
-        if isinstance(request.context, str):
-            source = request.context
+        context_arg: str | BinaryIO = request.context
+        if isinstance(context_arg, str) and remote.is_url(context_arg):
+            # A tarball's URL (plain or compressed), as docker build takes one.
+            fetched = remote.fetch(context_arg, os.path.join(work, "downloads"))
+            context_arg = open(fetched.path, "rb")  # noqa: SIM115 (closed below)
+        if isinstance(context_arg, str):
+            source = context_arg
             if not os.path.isdir(source):
                 raise NotFound(f"unable to prepare context: path {source!r} not found")
         else:
             source = os.path.join(work, "raw")
             os.mkdir(source)
-            data = request.context.read()
+            data = context_arg.read()
+            if context_arg is not request.context:
+                context_arg.close()
             if _is_tar(data):
                 import io
 
@@ -74,7 +82,7 @@ def build(service: ContainerService, request: BuildRequest,
                 text = data.decode("utf-8", "surrogateescape")
         if text is None:
             text = _read_dockerfile(source, request.dockerfile,
-                                    in_context=not isinstance(request.context, str))
+                                    in_context=not isinstance(context_arg, str))
         build_context.copy_filtered(source, ctx_dir, build_context.matcher_for(source))
         options = BuildOptions(dockerfile=text, context_dir=ctx_dir, tags=tuple(request.tags),
                                build_args=dict(request.build_args), target=request.target,
