@@ -630,3 +630,23 @@ def test_login_and_logout(busybox: Isobox, new_root: Any, tmp_path: Path) -> Non
         refused = third("pull", name, check=False)
         assert refused.returncode == 1 and "Error: " in refused.stderr
         assert refused.stderr.count("\n") == 1
+
+
+@needs_registry
+def test_build_pull_fetches_the_base_image_again(busybox: Isobox, registry: RegistryServer,
+                                                 tmp_path: Path) -> None:
+    name = f"{registry.host}/isobox/base:pull"
+    flag = ("--insecure-registry", registry.host)
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    (newer / "Dockerfile").write_text("FROM busybox\nRUN echo v2 > /version\n")
+    busybox(*flag, "build", "--network", "none", "-t", name, str(newer))
+    busybox(*flag, "push", name)  # the registry has the newer base
+    busybox("tag", "busybox", name)  # while the local tag is the older one
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "Dockerfile").write_text(f'FROM {name}\nCMD ["cat", "/version"]\n')
+    busybox(*flag, "build", "--network", "none", "-t", "app:old", str(app))
+    assert busybox("run", "--rm", "--network", "none", "app:old", check=False).returncode != 0
+    busybox(*flag, "build", "--pull", "--network", "none", "-t", "app:new", str(app))
+    assert busybox("run", "--rm", "--network", "none", "app:new").stdout == "v2\n"

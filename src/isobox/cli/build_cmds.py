@@ -36,7 +36,7 @@ def _pairs(values: tuple[str, ...], what: str, *, env_fallback: bool) -> dict[st
 @click.option("--network", default="default", help="Networking mode for the RUN instructions")
 @click.option("--isolation", default="", help="Container isolation technology (process, vm)")
 @click.option("--platform", default=None, help="Set platform if server is multi-platform capable")
-@click.option("--pull", is_flag=True, hidden=True, help="Accepted; images are not pulled again")
+@click.option("--pull", is_flag=True, help="Always attempt to pull a newer version of the image")
 @click.option("--rm/--no-rm", "remove", default=True, hidden=True,
               help="Accepted: intermediate containers are always removed")
 @click.option("--force-rm", is_flag=True, hidden=True)
@@ -63,7 +63,7 @@ def build(ctx: Context, path: str, dockerfile: str | None, tags: tuple[str, ...]
                                                            env_fallback=True),
         target=target, no_cache=no_cache,
         labels={k: v or "" for k, v in _pairs(labels, "label", env_fallback=False).items()},
-        network=network, isolation=isolation, platform=platform, iidfile=iidfile)
+        network=network, isolation=isolation, platform=platform, iidfile=iidfile, pull=pull)
 
     def log(line: str) -> None:
         if not quiet:

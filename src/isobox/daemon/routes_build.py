@@ -64,7 +64,7 @@ def _request(request: web.Request, body: BinaryIO) -> BuildRequest:
         target=request.query.get("target") or None, no_cache=qbool(request, "nocache"),
         labels=labels, network=network,
         isolation="" if isolation in ("", "default") else isolation,
-        platform=request.query.get("platform") or None)
+        platform=request.query.get("platform") or None, pull=qbool(request, "pull"))
 
 
 def _message(item: tuple[str, Any]) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def _error(exc: BaseException) -> dict[str, Any]:
 
 async def build_(request: web.Request) -> web.StreamResponse:
     quiet = qbool(request, "q")
-    # rm, forcerm: build containers are always removed; pull: accepted.
+    # rm, forcerm: build containers are always removed.
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 

@@ -43,6 +43,7 @@ class BuildRequest:
     isolation: str = ""
     platform: str | None = None
     iidfile: str | None = None
+    pull: bool = False                          #: --pull: base images pulled again
 
 
 def build(service: ContainerService, request: BuildRequest,
@@ -90,7 +91,7 @@ def build(service: ContainerService, request: BuildRequest,
                                network=request.network, isolation=request.isolation,
                                platform=request.platform)
         cache = BuildCache(os.path.join(service.config.root, "build-cache"))
-        result = run_build(options, EngineSteps(service), cache, log, on_built)
+        result = run_build(options, EngineSteps(service, pull=request.pull), cache, log, on_built)
         if request.iidfile:
             with open(request.iidfile, "w", encoding="ascii") as f:
                 f.write(result.image_id)

@@ -33,9 +33,10 @@ _PATH = os.O_PATH | os.O_CLOEXEC
 class EngineSteps:
     """``isobox.build.steps.StepRunner`` over a ContainerService."""
 
-    def __init__(self, service: ContainerService) -> None:
+    def __init__(self, service: ContainerService, *, pull: bool = False) -> None:
         self.service = service
         self.images = service.images
+        self.pull = pull  #: --pull: fetch every base image again, even when present
 
     # -- images -----------------------------------------------------------------------
 
@@ -50,6 +51,8 @@ class EngineSteps:
         return BaseImage(record.id, config, tuple(layers))
 
     def base(self, name: str, platform: str | None) -> BaseImage:
+        if self.pull:
+            self.images.pull(name, platform=platform)  # a failure fails the build, as Docker's
         try:
             record = self.images.get(name)
         except NotFound:
