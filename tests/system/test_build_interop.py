@@ -1,4 +1,4 @@
-"""One Dockerfile built by ``isobox build`` and by dockerd's classic builder
+"""A corpus of Dockerfiles built by ``isobox build`` and by dockerd's classic builder
 (``DOCKER_BUILDKIT=0``, a private dockerd from ``isobox.tools.private_dockerd``):
 the same files (paths, modes, owners, link targets, content) and the same
 config (Env, Cmd, Entrypoint, WorkingDir, User, ExposedPorts, Volumes,
@@ -48,6 +48,35 @@ HEALTHCHECK --interval=5s --timeout=2s --retries=4 CMD ["true"]
 ENTRYPOINT ["/bin/sh", "-c"]
 CMD ["echo $WHO"]
 """
+
+def _tar_gz(members: dict[str, bytes]) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o755, 1_700_000_000
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+#: name -> (Dockerfile, context files {path: bytes}, build args, the command the image runs)
+CORPUS: dict[str, tuple[str, dict[str, bytes], tuple[str, ...], str]] = {
+    "everything": (DOCKERFILE, {}, ("WHO=isobox",), "isobox\n"),
+    "dockerignore": ("FROM busybox\nCOPY . /ctx/\nCMD [\"ls\", \"-R\", \"/ctx\"]\n", {
+        ".dockerignore": b"**/*.tmp\n!keep.tmp\ndocs/\n*.md\n!README.md\n",
+        "a.tmp": b"x", "keep.tmp": b"k", "deep/b.tmp": b"x", "deep/c.txt": b"c",
+        "docs/guide.txt": b"g", "NOTES.md": b"n", "README.md": b"r"}, (), ""),
+    "arg-scoping": ("ARG V=outer\nFROM busybox\nARG V\nRUN echo \"v=$V\" > /v\n"
+                    "ARG W=dflt\nENV X=$W-x\nRUN echo \"$X $W\" > /x\n"
+                    "CMD [\"cat\", \"/v\", \"/x\"]\n", {}, ("W=given",),
+                    "v=outer\ngiven-x given\n"),
+    "add-extraction": ("FROM busybox\nADD pkg.tar.gz /opt/\nADD plain.txt /opt/plain/\n"
+                       "COPY pkg.tar.gz /kept/\nCMD [\"/opt/pkg/run\"]\n", {
+        "pkg.tar.gz": _tar_gz({"pkg/run": b"#!/bin/sh\necho packed\n", "pkg/data": b"d"}),
+        "plain.txt": b"plain\n"}, (), "packed\n"),
+}
 
 CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Volumes",
                "Labels", "StopSignal", "Healthcheck")
@@ -99,31 +128,39 @@ def _files(docker: PrivateDockerd, image: str, out: Path) -> dict[str, Any]:
     return found
 
 
+@pytest.mark.parametrize("case", sorted(CORPUS))
 def test_same_files_and_config_as_dockerds_classic_builder(
-        docker: PrivateDockerd, tmp_path: Path) -> None:
+        docker: PrivateDockerd, tmp_path: Path, case: str) -> None:
+    dockerfile, files, build_args, output = CORPUS[case]
     ctx = tmp_path / "ctx"
-    (ctx / "sub" / "inner").mkdir(parents=True)
-    (ctx / "Dockerfile").write_text(DOCKERFILE)
-    (ctx / "a.txt").write_text("a\n")
-    (ctx / "sub" / "s.txt").write_text("s\n")
-    (ctx / "sub" / "inner" / "deep.txt").write_text("deep\n")
-    (ctx / "b.sh").write_text("#!/bin/sh\necho b\n")
-    os.chmod(ctx / "b.sh", 0o755)
-    os.chmod(ctx / "sub" / "s.txt", 0o600)
-    (ctx / "skipped.log").write_text("ignored\n")
-    (ctx / ".dockerignore").write_text("*.log\n")
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(dockerfile)
+    if case == "everything":
+        (ctx / "sub" / "inner").mkdir(parents=True)
+        (ctx / "a.txt").write_text("a\n")
+        (ctx / "sub" / "s.txt").write_text("s\n")
+        (ctx / "sub" / "inner" / "deep.txt").write_text("deep\n")
+        (ctx / "b.sh").write_text("#!/bin/sh\necho b\n")
+        os.chmod(ctx / "b.sh", 0o755)
+        os.chmod(ctx / "sub" / "s.txt", 0o600)
+        (ctx / "skipped.log").write_text("ignored\n")
+        (ctx / ".dockerignore").write_text("*.log\n")
+    for name, data in files.items():
+        (ctx / name).parent.mkdir(parents=True, exist_ok=True)
+        (ctx / name).write_bytes(data)
+    args = [a for arg in build_args for a in ("--build-arg", arg)]
 
     root, home = tmp_path / "root", tmp_path / "home"
     try:
         _isobox(root, home, "image", "bootstrap", "busybox")
         _isobox(root, home, "save", "-o", str(tmp_path / "busybox.tar"), "busybox")
         docker.docker("load", "-i", str(tmp_path / "busybox.tar"))
-        _isobox(root, home, "build", "--network", "none", "--build-arg", "WHO=isobox",
-                "-t", "interop/ours:1", str(ctx))
+        _isobox(root, home, "build", "--network", "none", *args, "-t", "interop/ours:1",
+                str(ctx))
         _isobox(root, home, "save", "-o", str(tmp_path / "ours.tar"), "interop/ours:1")
         docker.docker("load", "-i", str(tmp_path / "ours.tar"))
-        docker.docker("build", "--network", "none", "--build-arg", "WHO=isobox",
-                      "-t", "interop/theirs:1", str(ctx), extra_env={"DOCKER_BUILDKIT": "0"})
+        docker.docker("build", "--network", "none", *args, "-t", "interop/theirs:1",
+                      str(ctx), extra_env={"DOCKER_BUILDKIT": "0"})
 
         ours = json.loads(docker.docker("image", "inspect", "interop/ours:1").stdout)[0]
         theirs = json.loads(docker.docker("image", "inspect", "interop/theirs:1").stdout)[0]
@@ -137,8 +174,11 @@ def test_same_files_and_config_as_dockerds_classic_builder(
         differ = {p: (mine[p], other[p]) for p in mine if mine[p] != other[p]}
         assert differ == {}
         # It runs there as built.
-        assert docker.docker("run", "--rm", "--network", "none", "interop/ours:1"
-                             ).stdout == "isobox\n"
+        ran = docker.docker("run", "--rm", "--network", "none", "interop/ours:1").stdout
+        assert ran == docker.docker("run", "--rm", "--network", "none", "interop/theirs:1"
+                                    ).stdout
+        if output:
+            assert ran == output
     finally:
         docker.docker("rmi", "-f", "interop/ours:1", "interop/theirs:1", check=False)
         subprocess.run([ISOBOX, "--root", str(root), "rm", "-f", *subprocess.run(
