@@ -10,6 +10,7 @@ from isobox.agent.paths import Paths
 from isobox.agent.port import open_port
 from isobox.agent.service import Agent
 from isobox.errors import InvalidArgument, IsoboxError
+from isobox.linux.inherit import ensure_stdio
 from isobox.taskapi.protocol import GUEST_STATE_DIR, PORT_NAME
 
 USAGE = f"""\
@@ -48,20 +49,8 @@ def parse(argv: list[str]) -> dict[str, str] | None:
     return given
 
 
-def _ensure_stdio() -> None:
-    """0, 1 and 2 open, so no fd of ours ever lands on them (containers inherit those)."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-
-
 def serve(given: dict[str, str], pid1: bool) -> None:
-    _ensure_stdio()
+    ensure_stdio()
     if pid1:
         log.use_kmsg()
         if rootfs.root_is_rootfs():

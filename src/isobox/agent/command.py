@@ -10,10 +10,10 @@ import signal
 import time
 
 from isobox.errors import IsoboxError, Unavailable
+from isobox.linux.inherit import MONITOR_SIGNALS
 
 TIMEOUT = 30.0
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-RESET_SIGNALS = (signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT)
 
 
 def run(argv: list[str], timeout: float = TIMEOUT) -> None:
@@ -22,7 +22,7 @@ def run(argv: list[str], timeout: float = TIMEOUT) -> None:
     r, w = os.pipe()
     try:
         try:
-            pid = os.posix_spawn(argv[0], argv, ENV, setsigdef=RESET_SIGNALS,
+            pid = os.posix_spawn(argv[0], argv, ENV, setsigdef=MONITOR_SIGNALS,
                                  file_actions=[(os.POSIX_SPAWN_DUP2, null, 0),
                                                (os.POSIX_SPAWN_DUP2, null, 1),
                                                (os.POSIX_SPAWN_DUP2, w, 2)])

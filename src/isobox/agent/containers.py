@@ -23,6 +23,7 @@ from isobox.agent import log
 from isobox.agent.codes import classify, describe
 from isobox.errors import CannotInvoke, CommandNotFound, InvalidArgument, IsoboxError, Unavailable
 from isobox.linux.files import read_line
+from isobox.linux.inherit import reset_signals
 from isobox.taskapi.protocol import EXIT_CANNOT_INVOKE, EXIT_NOT_FOUND
 
 TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
@@ -34,9 +35,6 @@ if TYPE_CHECKING:
 
 SETUP_TIMEOUT = 120.0  # generous: the guest may run under TCG, ~10x slower than the host
 CONSOLE_TIMEOUT = 10.0
-# Dispositions a container must not inherit from the agent.
-RESET_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
-                 signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class Started:
@@ -234,9 +232,7 @@ def _child(w: int, stdio: tuple[int, int, int], action: Callable[[], int],
            keep: tuple[int, ...]) -> NoReturn:
     msg: dict[str, object]
     try:
-        signal.set_wakeup_fd(-1)
-        for sig in RESET_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
+        reset_signals()
         # The runtime's warnings go to the agent's log, not the container's stderr.
         log_fd = os.dup(log.fd())
         sys.stderr = open(log_fd, "w", buffering=1)  # noqa: SIM115 (lives until _exit)

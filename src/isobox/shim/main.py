@@ -13,6 +13,7 @@ import signal
 from isobox.errors import InvalidArgument, IsoboxError
 from isobox.linux import identity
 from isobox.linux.files import atomic_write
+from isobox.linux.inherit import ensure_stdio
 from isobox.shim.config import SHIM_PID, SOCKET, STATE_FILE, ShimConfig, now
 from isobox.shim.diag import describe, log
 from isobox.shim.state import EXITED, ShimState
@@ -64,18 +65,6 @@ def parse(argv: list[str]) -> tuple[str, int]:
     return os.path.abspath(directory), ready_fd
 
 
-def _ensure_stdio() -> None:
-    """0, 1 and 2 open, so no pipe of ours ever lands on them."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-
-
 def main(argv: list[str]) -> int:
     try:
         container_dir, ready_fd = parse(argv)
@@ -85,7 +74,7 @@ def main(argv: list[str]) -> int:
     ready = Ready(ready_fd)
     if ready_fd >= 0:
         os.set_inheritable(ready_fd, False)  # never into the container or a runtime binary
-    _ensure_stdio()
+    ensure_stdio()
     # Fork once: the shim is nobody's child but init's (no zombie for a
     # long-lived launcher to reap), and not a session leader (no controlling
     # terminal by accident).

@@ -32,6 +32,7 @@ import time
 from isobox.errors import IsoboxError, NotFound, NotRunning, Unavailable
 from isobox.linux import console
 from isobox.linux.files import read_line
+from isobox.linux.inherit import MONITOR_SIGNALS, reset_signals
 from isobox.linux.unixsock import ShortPath
 from isobox.shim.config import (
     BUILTIN_RUNTIME,
@@ -47,9 +48,6 @@ CREATE_TIMEOUT = 90.0
 COMMAND_TIMEOUT = 60.0
 CONSOLE_TIMEOUT = 10.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# Dispositions a container must not inherit from the shim.
-RESET_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
-                 signal.SIGPIPE, signal.SIGXFSZ)
 
 TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
 if TYPE_CHECKING:
@@ -84,12 +82,6 @@ def for_config(cfg: ShimConfig) -> Runtime:
     if cfg.runtime == BUILTIN_RUNTIME:
         return InProcessRuntime(cfg)
     return BinaryRuntime(cfg)
-
-
-def reset_signals() -> None:
-    signal.set_wakeup_fd(-1)
-    for sig in RESET_SIGNALS:
-        signal.signal(sig, signal.SIG_DFL)
 
 
 def _translate(message: str) -> IsoboxError:
@@ -242,7 +234,7 @@ class BinaryRuntime:
                 pid = os.posix_spawn(
                     self.binary, self._argv(args), self.env,
                     file_actions=[(os.POSIX_SPAWN_DUP2, fd, n) for n, fd in enumerate(fds)],
-                    setsigdef=RESET_SIGNALS,
+                    setsigdef=MONITOR_SIGNALS,
                 )
             except OSError as exc:
                 raise Unavailable(f"cannot run {self.binary}: {exc.strerror}") from None

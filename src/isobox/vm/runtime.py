@@ -20,6 +20,7 @@ import tty as ttymod
 
 from isobox.errors import IsoboxError, NotRunning, Unavailable, for_exit_code
 from isobox.linux import console
+from isobox.linux.inherit import reset_signals
 
 TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from isobox.vm.settings import VmSettings
 
 CONTROL_TIMEOUT = 30.0
-RESET_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class Created:
@@ -75,9 +75,7 @@ class VmRuntime:
             raise
         if pid == 0:
             ours.close()
-            signal.set_wakeup_fd(-1)
-            for sig in RESET_SIGNALS:
-                signal.signal(sig, signal.SIG_DFL)
+            reset_signals()  # the keeper sets its own
             from isobox.vm import keeper
 
             keeper.main(self.dir, self.id, self.settings, config, tty,
