@@ -32,7 +32,7 @@ class EngineConfig(SimpleNamespace):
     settings: dict[str, Any]
     settings_file: str
     #: A warm shim launcher's socket (isoboxd runs one), or None.
-    shim_zygote: str | None
+    shim_zygote: str | None = None
 
     @property
     def content_dir(self) -> str:
@@ -71,7 +71,7 @@ def load_config(root: str | None = None, *, insecure_registries: list[str] | Non
     settings_file = env.get("ISOBOX_DAEMON_CONFIG") or DEFAULT_SETTINGS_FILE
     return EngineConfig(root=root, run_root=run_root, config_dir=config_dir,
                         insecure_registries=insecure, settings=_settings(settings_file),
-                        settings_file=settings_file, shim_zygote=None)
+                        settings_file=settings_file)
 
 
 def _settings(path: str) -> dict[str, Any]:

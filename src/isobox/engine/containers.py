@@ -185,15 +185,17 @@ class ContainerService:
         from isobox.engine.networking import network_of
 
         d = self.dir(record.id)
+        # Endpoints left from a monitor that died keep their taps: reuse them.
+        reuse = self.networking.attached(d)
         nics: list[dict[str, Any]] = []
-        if network_of(record.request) is not None and not self.networking.attached(d):
+        if network_of(record.request) is not None and not reuse:
             nics = self.networking.attach_vm(record, d)
         try:
             vmspec.refresh_files(d)
             path = os.path.join(d, "shim.json")
             with open(path, "rb") as f:
                 shim = json.loads(f.read())
-            if nics or not self.networking.attached(d):
+            if not reuse:
                 shim["vm"]["nics"] = nics
             atomic_write(path, json.dumps(shim).encode(), 0o600)
             self.launch(record)
@@ -331,7 +333,7 @@ class ContainerService:
         state_file = os.path.join(self.dir(record.id), "state.json")
         if os.path.exists(state_file):
             os.unlink(state_file)  # a previous run's; the new monitor writes its own
-        launch(self.dir(record.id), zygote=getattr(self.config, "shim_zygote", None))
+        launch(self.dir(record.id), zygote=self.config.shim_zygote)
 
     def start(self, ref: str) -> ContainerRecord:
         record = self.get(ref)

@@ -164,7 +164,7 @@ def main(argv: list[str]) -> int:
     [--detach]``: for callers that relay a child's stdio (the API daemon)."""
     import sys
 
-    flags = {a for a in argv[2:]}
+    flags = set(argv[2:])
     if len(argv) < 2 or flags - {"--tty", "--interactive", "--detach"}:
         print("usage: python -m isobox.vm.execclient DIR PROCESS_JSON [--tty] "
               "[--interactive] [--detach]", file=sys.stderr)

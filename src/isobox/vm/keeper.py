@@ -19,6 +19,7 @@ from __future__ import annotations
 import _socket as socket
 import json
 import os
+import select
 import signal
 import time
 
@@ -154,7 +155,7 @@ class Keeper:
     def _wait_ready(self, timeout: float) -> bool:
         assert self.channel is not None
         deadline = time.monotonic() + timeout
-        poller = __import__("select").poll()
+        poller = select.poll()
         poller.register(self.channel.fd, IN)
         while True:
             left = deadline - time.monotonic()
@@ -205,7 +206,7 @@ class Keeper:
         box: list[dict[str, object]] = []
         self.channel.request(op, box.append, **fields)
         deadline = time.monotonic() + timeout
-        poller = __import__("select").poll()
+        poller = select.poll()
         while not box:
             left = deadline - time.monotonic()
             if left <= 0:
