@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import socket
 import statistics
@@ -26,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from run import PATH, Dockerd, _unmount_under, run
+from run import PATH, Dockerd, _unmount_under, not_root, run
 
 BIN = Path(sys.executable).parent
 COMMANDS = {
@@ -110,8 +109,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--no-docker", action="store_true")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("run as root", file=sys.stderr)
+    if not_root():
         return 2
     if shutil.which("docker") is None:
         print("the docker CLI is not installed", file=sys.stderr)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import statistics
 import subprocess
@@ -33,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from run import PATH, Dockerd, _unmount_under
+from run import PATH, Dockerd, _unmount_under, log, not_root
 
 ISOBOX = str(Path(sys.executable).parent / "isobox")
 
@@ -202,12 +201,8 @@ def main() -> int:
     parser.add_argument("--no-docker", action="store_true")
     parser.add_argument("--no-buildah", action="store_true")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("run as root", file=sys.stderr)
+    if not_root():
         return 2
-
-    def log(message: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
     notes: list[str] = []
     # A short path: dockerd's unix sockets under it must fit in 108 bytes.

@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from api import Isoboxd
-from run import Dockerd, Tool, _unmount_under, docker_tool, isobox_tool, pct, run
+from run import Dockerd, Tool, _unmount_under, docker_tool, isobox_tool, log, not_root, pct, run
 
 from isobox.network import NetlinkLinks, NetworkManager, Pool
 
@@ -395,12 +395,8 @@ def main() -> int:
     ap.add_argument("--no-isoboxd", action="store_true",
                     help="skip isobox behind its Engine API (the docker CLI against isoboxd)")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("run as root", file=sys.stderr)
+    if not_root():
         return 2
-
-    def log(message: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
     notes: list[str] = []
     # A short path: dockerd's unix sockets under it must fit in 108 bytes.

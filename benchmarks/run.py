@@ -50,6 +50,19 @@ ISOBOX = str(Path(sys.executable).parent / "isobox")
 PATH = os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
 
 
+def not_root() -> bool:
+    """True (and says so) when this benchmark is not run as root."""
+    if os.geteuid() != 0:
+        print("run as root", file=sys.stderr)
+        return True
+    return False
+
+
+def log(message: str) -> None:
+    """A progress line on stderr, timestamped."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def run(argv: list[str], *, env: dict[str, str], timeout: float = 300,
         check: bool = True) -> subprocess.CompletedProcess[bytes]:
     # Files, not pipes: a detached container must not hold our pipe open.
@@ -335,12 +348,8 @@ def main() -> int:
     parser.add_argument("--no-docker", action="store_true")
     parser.add_argument("--no-podman", action="store_true")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("run as root", file=sys.stderr)
+    if not_root():
         return 2
-
-    def log(message: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
     notes: list[str] = []
     load_before = _loadavg()
