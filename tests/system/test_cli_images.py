@@ -29,6 +29,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cli_containers_support import Isobox as SharedIsobox
+from cli_containers_support import table
+
 from registry_server import (
     REGISTRY_BINARY,
     RegistryServer,
@@ -54,35 +57,18 @@ pytestmark = needs_busybox
 # ---------------------------------------------------------------- driving the binary
 
 
-class Isobox:
-    """``isobox --root ROOT ...`` with a private HOME and ISOBOX_CONFIG."""
+class Isobox(SharedIsobox):
+    """The shared ``isobox`` driver (cli_containers_support), with the image
+    tests' longer default timeout (pulls, pushes) and views of the store."""
 
     def __init__(self, root: Path, config: Path) -> None:
-        self.root = root
+        super().__init__(root, config.parent)
         self.config = config
-        self.env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-                    "HOME": str(config.parent), "ISOBOX_CONFIG": str(config),
-                    "LANG": "C.UTF-8", "TZ": "UTC"}
-
-    def argv(self, *args: str) -> list[str]:
-        return [ISOBOX, "--root", str(self.root), *args]
+        self.env["ISOBOX_CONFIG"] = str(config)
 
     def __call__(self, *args: str, check: bool = True, input: bytes | None = None,
                  timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(self.argv(*args), env=self.env, capture_output=True,
-                                input=input, timeout=timeout,
-                                stdin=subprocess.DEVNULL if input is None else None)
-        done = subprocess.CompletedProcess(result.args, result.returncode,
-                                           result.stdout.decode(errors="replace"),
-                                           result.stderr.decode(errors="replace"))
-        if check and done.returncode != 0:
-            raise AssertionError(f"isobox {' '.join(args)} exited {done.returncode}:\n"
-                                 f"{done.stdout}{done.stderr}")
-        return done
-
-    def popen(self, *args: str, **kw: Any) -> subprocess.Popen[bytes]:
-        kw.setdefault("stdin", subprocess.DEVNULL)
-        return subprocess.Popen(self.argv(*args), env=self.env, **kw)
+        return super().__call__(*args, check=check, input=input, timeout=timeout)
 
     def image_id(self, name: str) -> str:
         return self("image", "inspect", "--format", "{{.Id}}", name).stdout.strip()
@@ -94,11 +80,6 @@ class Isobox:
     def layer_dirs(self) -> set[str]:
         folder = self.root / "snapshots" / "snapshots"
         return {f"sha256:{p.name}" for p in folder.iterdir()} if folder.is_dir() else set()
-
-
-def table(text: str) -> list[list[str]]:
-    """Docker's tabwriter output as cells (columns are 2+ spaces apart)."""
-    return [re.split(r" {2,}", line.rstrip()) for line in text.splitlines()]
 
 
 @pytest.fixture(scope="module")
