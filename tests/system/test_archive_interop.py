@@ -13,12 +13,12 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dockerd_support import running_dockerd
 
 from isobox.images import archive
 from isobox.images.bootstrap import bootstrap_busybox
@@ -27,8 +27,6 @@ from isobox.images.records import ImageRecords
 from isobox.oci import image_spec as spec
 from isobox.tools.private_dockerd import PrivateDockerd
 
-DOCKERD = shutil.which("dockerd")
-DOCKER = shutil.which("docker")
 SKOPEO = shutil.which("skopeo")
 IMAGE = "isobox-interop/busybox:latest"
 
@@ -38,21 +36,7 @@ Docker = PrivateDockerd
 
 @pytest.fixture(scope="module")
 def docker() -> Iterator[Docker]:
-    if os.geteuid() != 0:
-        pytest.skip("dockerd needs root")
-    if DOCKERD is None or DOCKER is None:
-        pytest.skip("dockerd or docker not installed (Debian: apt-get install docker.io)")
-    # Short path: the unix sockets under it must fit in 108 bytes.
-    base = Path(tempfile.mkdtemp(prefix="isobox-dockerd-", dir="/tmp"))
-    daemon = Docker(base)
-    try:
-        why = daemon.start(("overlay2", "vfs"), timeout=30)
-        if why is not None:
-            pytest.skip(f"dockerd could not start:\n{why}")
-        yield daemon
-    finally:
-        daemon.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    yield from running_dockerd(timeout=30)
 
 
 @pytest.fixture(scope="module")

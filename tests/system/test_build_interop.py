@@ -11,16 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from dockerd_support import running_dockerd
 
 from isobox.tools.private_dockerd import PrivateDockerd
 
@@ -84,20 +83,7 @@ CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts",
 
 @pytest.fixture(scope="module")
 def docker() -> Iterator[PrivateDockerd]:
-    if os.geteuid() != 0:
-        pytest.skip("dockerd needs root")
-    if shutil.which("dockerd") is None or shutil.which("docker") is None:
-        pytest.skip("dockerd or docker not installed (Debian: apt-get install docker.io)")
-    base = Path(tempfile.mkdtemp(prefix="isobox-bdock-", dir="/tmp"))
-    daemon = PrivateDockerd(base)
-    try:
-        why = daemon.start(("overlay2", "vfs"), timeout=60)
-        if why is not None:
-            pytest.skip(f"dockerd could not start:\n{why}")
-        yield daemon
-    finally:
-        daemon.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    yield from running_dockerd(timeout=60)
 
 
 def _isobox(root: Path, home: Path, *args: str) -> str:
