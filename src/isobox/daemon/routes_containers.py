@@ -212,7 +212,10 @@ async def start(request: web.Request) -> web.Response:
             return False
         try:
             error = failed.pop(record.id, None)
-            if error is not None and not s.containers.monitor_alive(record):
+            # The failed monitor may not have exited yet: its last state
+            # (exited with the create error) is what counts.
+            if error is not None and (not s.containers.monitor_alive(record)
+                                      or s.containers.launch_failed(record)):
                 raise error
             s.containers.start(record.id)
         except IsoboxError:

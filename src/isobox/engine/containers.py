@@ -169,6 +169,17 @@ class ContainerService:
             return False
         return proc.is_alive(shim_pid)
 
+    def launch_failed(self, record: ContainerRecord) -> bool:
+        """Whether this container's last monitor could not create it (it
+        reports so in its state before it exits)."""
+        from isobox.shim.client import read_state
+
+        try:
+            state = read_state(self.dir(record.id)) or {}
+        except (OSError, ValueError):
+            return False
+        return state.get("status") == "exited" and bool(state.get("error"))
+
     def ensure_monitor(self, record: ContainerRecord) -> None:
         """Launch the monitor unless a live one already holds the container."""
         if record.isolation == "vm":
