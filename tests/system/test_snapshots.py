@@ -280,3 +280,29 @@ def test_prune_removes_what_a_crash_left(tmp_path: Path) -> None:
     assert os.listdir(tmp) == [f"unpack-{live}-x"]
     assert len(os.listdir(tmp_path / "snap" / "l")) == 1  # the live layer's link stays
     assert snap.list()[0].kind == "layer"
+
+
+def _fs_flags(path: Path) -> int | None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        buf = bytearray(4)
+        fcntl.ioctl(fd, 0x80086601, buf)  # FS_IOC_GETFLAGS
+        return int.from_bytes(buf, "little")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def test_staging_dir_is_marked_as_a_top_dir_where_the_filesystem_can(tmp_path: Path) -> None:
+    from isobox.images.snapshots import mark_top_dir
+
+    snap = OverlaySnapshotter(str(tmp_path / "snap"))
+    flags = _fs_flags(tmp_path / "snap" / "tmp")
+    if mark_top_dir(str(tmp_path / "snap" / "tmp")):  # ext2/3/4
+        assert flags is not None and flags & 0x00020000  # FS_TOPDIR_FL, chattr +T
+    # Best effort: a path that cannot carry it is no error.
+    assert mark_top_dir(str(tmp_path / "missing")) is False
+    (tmp_path / "file").write_bytes(b"")
+    assert mark_top_dir(str(tmp_path / "file")) is False
+    unpack_all(snap, IMAGE[:1])  # layers still stage and commit through it

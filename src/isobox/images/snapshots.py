@@ -144,6 +144,7 @@ class OverlaySnapshotter:
         self._page = os.sysconf("SC_PAGE_SIZE")
         for sub in ("snapshots", "flat", "l", "tmp", "locks"):
             os.makedirs(os.path.join(self.root, sub), mode=0o700, exist_ok=True)
+        mark_top_dir(os.path.join(self.root, "tmp"))
 
     # -- paths and metadata ---------------------------------------------------
 
@@ -465,6 +466,40 @@ class OverlaySnapshotter:
             out.append(SnapshotInfo(info["id"], info["kind"], info["parent"],
                                     info.get("created", 0.0), info.get("size", 0)))
         return out
+
+
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IOC_SETFLAGS = 0x40086602
+_FS_TOPDIR_FL = 0x00020000
+
+
+def mark_top_dir(path: str) -> bool:
+    """Set ext4's "top of a directory hierarchy" flag (``chattr +T``) on
+    ``path``, best effort: each directory made in it (a layer being staged)
+    is then placed by the Orlov allocator in a block group of its own with
+    many free inodes, instead of the parent's group. Where the parent's
+    group is full of recently freed inodes this matters a lot: ext4 without
+    a journal skips every inode freed in the last 60 s, one by one, on each
+    file it creates (``find_inode_bit`` -> ``recently_deleted``), which
+    measured 550-650 µs per file after a large delete, against 20-30 µs in a
+    fresh group. Elsewhere (journaled ext4, other filesystems) it changes
+    little; filesystems without the flag refuse the ioctl, which is ignored.
+    False when the flag could not be set."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        buf = bytearray(4)
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buf)
+        flags = int.from_bytes(buf, "little")
+        if not flags & _FS_TOPDIR_FL:
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, (flags | _FS_TOPDIR_FL).to_bytes(4, "little"))
+        return True
+    except OSError:
+        return False  # ENOTTY, EOPNOTSUPP, EPERM: not ext2/3/4, or not ours to change
+    finally:
+        os.close(fd)
 
 
 def mount_all(mounts_: list[Mount], target: str) -> None:
