@@ -7,7 +7,10 @@ one way, its stdin the other, a half-close meaning end of stdin."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import socket
 import struct
+import termios
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +18,65 @@ from aiohttp import web
 RAW = "application/vnd.docker.raw-stream"
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 STDOUT, STDERR = 1, 2
+
+
+#: Docker's default detach sequence for a tty: ctrl-p ctrl-q.
+DEFAULT_DETACH_KEYS = b"\x10\x11"
+_CTRL = ["ctrl-@", *(f"ctrl-{c}" for c in "abcdefghijklmnopqrstuvwxyz"), "ctrl-[",
+         "ctrl-\\", "ctrl-]", "ctrl-^", "ctrl-_"]
+
+
+def parse_detach_keys(text: str) -> bytes:
+    """Docker's key sequence (``term.ToBytes``): comma-separated single
+    characters, ``ctrl-@``..``ctrl-_`` (``ctrl-a``..``ctrl-z``) or ``DEL``.
+    Raises ValueError for anything else."""
+    codes = bytearray()
+    for key in text.split(","):
+        if len(key.encode()) == 1:
+            codes += key.encode()
+        elif key in _CTRL:
+            codes.append(_CTRL.index(key))
+        elif key == "DEL":
+            codes.append(127)
+        else:
+            raise ValueError(f"Unknown character: '{key}'")
+    return bytes(codes)
+
+
+class DetachKeys:
+    """Watches a tty's input for the detach sequence. ``feed`` returns what
+    to pass on and whether the sequence is complete; a partial match is held
+    back until the next byte shows whether it continues (then it is passed
+    on, as Docker's escape proxy does) or until ``flush``. Unlike Docker's
+    proxy, which sees a sequence only when each key arrives in a read of
+    its own, the sequence is found anywhere in the stream."""
+
+    def __init__(self, keys: bytes) -> None:
+        assert keys
+        self.keys = keys
+        self.matched = 0
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        keys = self.keys
+        if not self.matched and keys[0] not in data:
+            return data, False
+        out = bytearray()
+        for byte in data:
+            if byte != keys[self.matched] and self.matched:
+                out += keys[:self.matched]  # not the sequence after all
+                self.matched = 0
+            if byte == keys[self.matched]:
+                self.matched += 1
+                if self.matched == len(keys):
+                    self.matched = 0
+                    return bytes(out), True
+            else:
+                out.append(byte)
+        return bytes(out), False
+
+    def flush(self) -> bytes:
+        held, self.matched = self.keys[:self.matched], 0
+        return held
 
 
 def frame(stream: int, payload: bytes) -> bytes:
@@ -72,6 +134,29 @@ class Hijacked:
         # Back-pressure: wait while the kernel buffer is full.
         while (transport.get_write_buffer_size() > 1 << 20 and not self.closed):
             await asyncio.sleep(0.01)
+
+    async def headers_read(self, limit: float = 1.0) -> None:
+        """Wait until the client has read the response's headers. Clients
+        such as docker-py read an upgraded stream from the raw socket and
+        lose whatever their HTTP parser read past the headers: the first
+        bytes of a stream ready at once (attach's ``logs=1``) must not reach
+        them together with the headers. On a unix socket the send queue
+        says when the peer has read (SIOCOUTQ); elsewhere, a short pause."""
+        transport = self.request.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None or sock.family != socket.AF_UNIX:
+            await asyncio.sleep(0.05)
+            return
+        deadline = asyncio.get_running_loop().time() + limit
+        while asyncio.get_running_loop().time() < deadline and not self.closed:
+            try:
+                unread = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ,
+                                                        b"\0\0\0\0"))[0]
+            except OSError:
+                return
+            if unread == 0:
+                return
+            await asyncio.sleep(0.001)
 
     def close(self) -> None:
         transport = self.request.transport

@@ -7,7 +7,9 @@ import base64
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -26,7 +28,7 @@ from isobox.daemon.api import (
 )
 from isobox.daemon.backend import Services
 from isobox.daemon.streams import receive_stream, send_stream
-from isobox.engine import api_views, live
+from isobox.engine import api_exec, api_views, live
 from isobox.errors import Conflict, IsoboxError, NotFound
 
 
@@ -300,8 +302,11 @@ async def remove(request: web.Request) -> web.Response:
 
 
 async def prune(request: web.Request) -> web.Response:
-    qfilters(request)
-    removed, freed = await backend(request).call(lambda s: s.containers.prune())
+    from isobox.engine import api_prune
+
+    filters = api_prune.parse(qfilters(request), api_prune.CONTAINER_FILTERS)
+    removed, freed = await backend(request).call(
+        lambda s: api_prune.prune_containers(s.containers, filters))
     return json_response({"ContainersDeleted": removed or None, "SpaceReclaimed": freed})
 
 
@@ -330,16 +335,52 @@ async def wait(request: web.Request) -> web.StreamResponse:
     return response
 
 
+@dataclass
+class _Attached:
+    record: Any
+    tty: bool
+    sock: Any = None
+    log_until: float = 0.0
+
+
+def detach_keys(text: str, tty: bool) -> bytes | None:
+    """The sequence that detaches a client from a tty (Docker's default
+    ctrl-p ctrl-q when none is given); None without a tty, as in Docker."""
+    keys = hj.parse_detach_keys(text) if text else hj.DEFAULT_DETACH_KEYS
+    return keys if tty else None
+
+
 async def attach(request: web.Request) -> web.StreamResponse:
+    """Docker's attach: with ``logs`` the container's log first (all of it,
+    up to the moment of attaching), then with ``stream`` its output live;
+    with a tty, ``detachKeys`` (default ctrl-p ctrl-q) in the client's
+    input detaches it and leaves the container running."""
+    from isobox.engine.logs import read_log
+
     ref = _ref(request)
     stdin, stdout, stderr = (qbool(request, "stdin"), qbool(request, "stdout"),
                              qbool(request, "stderr"))
+    logs, live_stream = qbool(request, "logs"), qbool(request, "stream")
+    keys_text = request.query.get("detachKeys", "")
+    try:
+        hj.parse_detach_keys(keys_text) if keys_text else None
+    except ValueError:
+        raise ApiError(400, f"Invalid detach keys ({keys_text}) provided") from None
 
-    def connect(s: Services) -> tuple[bool, Any]:
+    def connect(s: Services) -> _Attached:
         service = s.containers
         record = service.get(ref)
-        tty = bool(record.request.get("Tty"))
+        out = _Attached(record, bool(record.request.get("Tty")))
         status = record.state["Status"]
+        if status == "paused":
+            raise Conflict(f"container {ref} is paused, unpause the container before attach")
+        if status == "restarting":
+            raise Conflict(f"container {ref} is restarting, wait until the container is "
+                           "running")
+        # What the log holds up to now is replayed; what comes after, live.
+        out.log_until = time.time()
+        if not live_stream:
+            return out
         if status == "created":
             try:
                 service.ensure_monitor(record)
@@ -347,57 +388,104 @@ async def attach(request: web.Request) -> web.StreamResponse:
                 # The container cannot be made (its command is missing...):
                 # start says why, as Docker's does; this stream just ends.
                 failed[record.id] = exc
-                return tty, None
+                return out
         elif not live.is_live(record):
+            if logs:
+                return out  # the log, and no live output: there is none
             raise Conflict("You cannot attach to a stopped container, start it first")
-        sock = service.shim(record).attach(stdin, stdout, stderr)
-        return tty, sock
+        out.sock = service.shim(record).attach(stdin, stdout, stderr)
+        return out
 
     failed = _failed_launches(request)
-    tty, sock = await backend(request).call(connect)
+    attached = await backend(request).call(connect)
+    tty, sock = attached.tty, attached.sock
     try:
         stream = await hj.hijack(request, tty=tty)
     except BaseException:
         if sock is not None:
             sock.close()
         raise
+    try:
+        if logs and (stdout or stderr):
+            until = attached.log_until
+            await stream.headers_read()
+
+            def entries(s: Services, stop: threading.Event) -> Iterator[tuple[str, str, str]]:
+                return read_log(s.containers.log_path(attached.record.id), until=until)
+
+            async for name, text, _ in backend(request).iterate(entries):
+                if not (stdout if name == "stdout" else stderr) or stream.closed:
+                    continue
+                data = text.encode()
+                await stream.write(data if tty else hj.frame(
+                    hj.STDERR if name == "stderr" else hj.STDOUT, data))
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        stream.close()
+        raise
     if sock is None:
         stream.close()
         return stream.response
     sock.setblocking(False)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
-    await relay(stream, reader, writer, stdin=stdin)
+    keys = detach_keys(keys_text, tty) if stdin else None
+    if await relay(stream, reader, writer, stdin=stdin, keys=keys):
+        record = attached.record
+        await backend(request).call(lambda s: api_exec.container_event(
+            s.containers, record.id, "detach"))
     return stream.response
 
 
 async def relay(stream: hj.Hijacked, reader: asyncio.StreamReader,
-                writer: asyncio.StreamWriter, *, stdin: bool) -> None:
+                writer: asyncio.StreamWriter, *, stdin: bool,
+                keys: bytes | None = None) -> bool:
     """Container output to the client until it ends; the client's input to
-    the container, its end closing the container's stdin."""
+    the container, its end closing the container's stdin. With ``keys`` the
+    client's input is watched for the detach sequence: then the client is
+    cut off and the container left as it is. True when it detached."""
+    escape = hj.DetachKeys(keys) if keys else None
+    detached = asyncio.Event()
+
     async def inbound() -> None:
         while True:
             data = await stream.stdin.read(65536)
             if not data:
                 break
-            if stdin:
+            if escape is not None:
+                data, hit = escape.feed(data)
+                if hit:
+                    detached.set()
+            if stdin and data:
                 writer.write(data)
                 await writer.drain()
+            if detached.is_set():
+                return
+        if escape is not None and stdin:
+            writer.write(escape.flush())
         if stdin and writer.can_write_eof():
             writer.write_eof()
 
-    pump = asyncio.ensure_future(inbound())
-    try:
+    async def outbound() -> None:
         while True:
             data = await reader.read(65536)
             if not data or stream.closed:
                 break
             await stream.write(data)
+
+    pump = asyncio.ensure_future(inbound())
+    output = asyncio.ensure_future(outbound())
+    cut = asyncio.ensure_future(detached.wait())
+    try:
+        await asyncio.wait({output, cut}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        pump.cancel()
-        with contextlib.suppress(BaseException):
-            await pump
+        for task in (pump, output, cut):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
         writer.close()
         stream.close()
+    return detached.is_set()
 
 
 # -- archive (docker cp) ---------------------------------------------------------------

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,14 @@ async def create(request: web.Request) -> web.Response:
     if not cmd or not isinstance(cmd, list) or not all(isinstance(c, str) for c in cmd):
         raise ApiError(400, "No exec command specified")
     config["Cmd"] = cmd
+    # Go's JSON decoding ignores case: docker-py sends "detachKeys".
+    keys = next((v for k, v in config.items() if k.lower() == "detachkeys"), None) or ""
+    config["DetachKeys"] = keys
+    try:
+        hj.parse_detach_keys(str(keys)) if keys else None
+    except ValueError:
+        # A plain error in Docker's daemon, so a 500 there too.
+        raise ApiError(500, f"Invalid escape keys ({keys}) provided") from None
 
     def check(s: Services) -> str:
         record = s.containers.get(ref)
@@ -131,8 +140,13 @@ async def start(request: web.Request) -> web.StreamResponse:
         process.close()
         instance.running = False
         raise
+    keys_text = str(instance.config.get("DetachKeys") or "")
+    keys = None
+    if tty and instance.config.get("AttachStdin"):  # Docker's default: ctrl-p ctrl-q
+        keys = hj.parse_detach_keys(keys_text) if keys_text else hj.DEFAULT_DETACH_KEYS
     try:
-        await _relay(engine, stream, process, tty=tty)
+        await _relay(engine, stream, process, tty=tty, keys=keys,
+                     on_detach=lambda: _detached(engine, instance))
     finally:
         code = await engine.run(process.wait)
         instance.exit_code, instance.running = code, False
@@ -143,8 +157,19 @@ async def start(request: web.Request) -> web.StreamResponse:
     return stream.response
 
 
+async def _detached(engine: Backend, instance: ExecInstance) -> None:
+    await engine.call(lambda s: api_exec.container_event(
+        s.containers, instance.container_id, "exec_detach", execID=instance.id))
+
+
 async def _relay(engine: Backend, stream: hj.Hijacked, process: api_exec.ExecProcess, *,
-                 tty: bool) -> None:
+                 tty: bool, keys: bytes | None = None,
+                 on_detach: Callable[[], Awaitable[None]] | None = None) -> None:
+    """The process's output to the client and the client's input to it.
+    With ``keys`` (a tty) the input is watched for the detach sequence: the
+    client is then cut off, and the process keeps running, its output read
+    and dropped until it ends."""
+    escape = hj.DetachKeys(keys) if keys else None
     def read(fd: int) -> bytes:
         try:
             return os.read(fd, CHUNK)
@@ -166,14 +191,23 @@ async def _relay(engine: Backend, stream: hj.Hijacked, process: api_exec.ExecPro
     async def inbound() -> None:
         target = process.master if tty else process.stdin
         while True:
-            data = await stream.stdin.read(CHUNK)
-            if not data:
-                break
-            if target is not None:
+            chunk = await stream.stdin.read(CHUNK)
+            data, detached = chunk, False
+            if escape is not None:
+                # At the end, a partial sequence held back goes through.
+                data, detached = escape.feed(chunk) if chunk else (escape.flush(), False)
+            if target is not None and data:
                 try:
                     await engine.run(write_all, target, data)
                 except OSError:
                     return
+            if detached:
+                stream.close()  # the process keeps running; its output goes nowhere
+                if on_detach is not None:
+                    await on_detach()
+                return
+            if not chunk:
+                break
         if not tty and process.proc.stdin is not None:
             with contextlib.suppress(OSError):
                 process.proc.stdin.close()

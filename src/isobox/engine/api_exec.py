@@ -199,8 +199,14 @@ def _drain_later(proc: subprocess.Popen[bytes]) -> None:
 
 def exec_died(service: ContainerService, ref: str, cmd: list[str], code: int) -> None:
     """The exec_die event, once the relay has the exit code."""
+    container_event(service, ref, "exec_die", exitCode=str(code))
+
+
+def container_event(service: ContainerService, ref: str, action: str, **extra: str) -> None:
+    """An event of the container ``ref`` (none when it is gone): ``detach``,
+    ``exec_detach``, ``exec_die``."""
     try:
-        service.event(service.get(ref), "exec_die", exitCode=str(code))
+        service.event(service.get(ref), action, **extra)
     except IsoboxError:
         pass
 
