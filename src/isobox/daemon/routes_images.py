@@ -71,11 +71,12 @@ async def remove(request: web.Request) -> web.Response:
 
 
 async def prune(request: web.Request) -> web.Response:
-    filters = qfilters(request)
-    dangling = [v.lower() for v in filters.get("dangling", [])]
-    all_images = bool(dangling) and dangling[0] in ("false", "0")
-    lines, freed = await backend(request).call(lambda s: s.images.prune(
-        all_images=all_images))
+    from isobox.engine import api_prune
+
+    filters = api_prune.parse(qfilters(request), api_prune.IMAGE_FILTERS)
+    filters.flag("dangling", True)  # Docker's 400 for a value that is no boolean
+    lines, freed = await backend(request).call(
+        lambda s: api_prune.prune_images(s.images, filters))
     return json_response({"ImagesDeleted": api_images.report_lines(lines) or None,
                           "SpaceReclaimed": freed})
 

@@ -60,12 +60,12 @@ async def volume_remove(request: web.Request) -> web.Response:
 
 
 async def volume_prune(request: web.Request) -> web.Response:
-    filters = qfilters(request)
-    all_ = [v.lower() for v in filters.pop("all", [])]
-    all_volumes = bool(all_) and all_[0] in ("true", "1")
-    args = filter_args(filters)
-    removed, freed = await backend(request).call(lambda s: _volumes(s).prune(
-        all_volumes=all_volumes, filters=args))
+    from isobox.engine import api_prune
+
+    filters = api_prune.parse(qfilters(request), api_prune.VOLUME_FILTERS)
+    filters.flag("all", False)  # Docker's 400 for a value that is no boolean
+    removed, freed = await backend(request).call(
+        lambda s: api_prune.prune_volumes(s.containers, filters))
     return json_response({"VolumesDeleted": removed or None, "SpaceReclaimed": freed})
 
 
@@ -135,12 +135,11 @@ async def network_remove(request: web.Request) -> web.Response:
 
 
 async def network_prune(request: web.Request) -> web.Response:
-    labels: dict[str, str | None] = {}
-    for value in qfilters(request).get("label", []):
-        k, sep, v = value.partition("=")
-        labels[k] = v if sep else None
+    from isobox.engine import api_prune
+
+    filters = api_prune.parse(qfilters(request), api_prune.NETWORK_FILTERS)
     removed = await backend(request).call(
-        lambda s: s.containers.networking.manager.prune(labels or None))
+        lambda s: api_prune.prune_networks(s.containers, filters))
     return json_response({"NetworksDeleted": removed or None})
 
 

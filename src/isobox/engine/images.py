@@ -8,17 +8,15 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 from isobox.engine.config import EngineConfig
 from isobox.errors import Conflict, InvalidArgument, NotFound
 from isobox.humanize import rfc3339_nano
-from isobox.images import archive, archive_load, bootstrap, importer
 from isobox.images.chain import chain_ids
 from isobox.images.content import ContentStore
 from isobox.images.records import ImageRecord, ImageRecords
-from isobox.images.snapshots import OverlaySnapshotter, StagedLayer
+from isobox.images.snapshots import OverlaySnapshotter
 from isobox.oci import digest as digests
 from isobox.oci import image_spec as spec
 from isobox.oci import reference as refs
@@ -26,10 +24,6 @@ from isobox.oci import reference as refs
 #: Which containers use an image (the container store answers; images alone
 #: know of none).
 InUse = Callable[[str], list[str]]
-
-#: Layers of one image unpacked at the same time.
-_UNPACK_THREADS = 4
-
 
 def _no_containers(image_id: str) -> list[str]:
     return []
@@ -90,10 +84,21 @@ class ImageService:
              progress: Callable[[Any], None] | None = None) -> str:
         ref = refs.parse(name)
         plat = spec.parse_platform(platform) if platform else ("linux", "amd64", None)
+        from isobox.images.unpack import StreamingUnpack
+
         with self._gc_lock(exclusive=False):
-            result = self.registry.pull(ref, self.store, platform=plat, progress=progress)
-            image_id = self._register(result.config_digest, result.manifest_digest,
-                                      result.config)
+            # Each layer is unpacked while it downloads, committed once stored.
+            streaming = StreamingUnpack(self.store, self.snapshots)
+            try:
+                result = self.registry.pull(ref, self.store, platform=plat, progress=progress,
+                                            on_layers=streaming.start)
+            except BaseException:
+                streaming.abort()
+                raise
+            size = streaming.finish()
+            self.records.add(result.config_digest, result.manifest_digest,
+                             result.config.created, size)
+            image_id = str(result.config_digest)
             tagged_digest = result.index_digest or result.manifest_digest
             if ref.tag:
                 self.records.tag(ref, image_id, tagged_digest)
@@ -121,54 +126,12 @@ class ImageService:
     def manifest_of(self, record: ImageRecord) -> spec.Manifest:
         return spec.decode_manifest(self.store.read(record.manifest))
 
-    def _register(self, config_digest: str, manifest_digest: str,
-                  config: spec.ImageConfig) -> str:
-        manifest = spec.decode_manifest(self.store.read(manifest_digest))
-        size = self.unpack(manifest, config)
-        self.records.add(config_digest, manifest_digest, config.created, size)
-        return config_digest
-
     def unpack(self, manifest: spec.Manifest, config: spec.ImageConfig) -> int:
-        """Unpack every layer not yet unpacked; returns the image's size."""
-        diff_ids = config.rootfs.diff_ids
-        if len(diff_ids) != len(manifest.layers):
-            raise InvalidArgument(f"image has {len(manifest.layers)} layers but its config "
-                                  f"lists {len(diff_ids)} diff ids")
-        chains = chain_ids(diff_ids)
-        parents: list[str | None] = [None, *chains[:-1]]
-        jobs = list(zip(manifest.layers, diff_ids, chains, parents, strict=True))
-        if len(jobs) <= 1:
-            size = 0
-            for layer, diff_id, chain, parent in jobs:
-                with self.store.open(layer.digest) as blob:
-                    size += self.snapshots.unpack_layer(chain, parent, blob, diff_id)
-            return size
-        return self._unpack_parallel(jobs)
+        """Unpack every layer not yet unpacked (several at a time); returns
+        the image's size."""
+        from isobox.images.unpack import unpack_image
 
-    def _unpack_parallel(self, jobs: list[tuple[spec.Descriptor, str, str, str | None]]) -> int:
-        """Stage the layers in parallel threads (creating files is kernel
-        time, and releases the GIL), then commit them bottom up. On any
-        failure every staged layer is discarded and the first error raised;
-        layers committed before it stay (they are complete)."""
-
-        def stage(job: tuple[spec.Descriptor, str, str, str | None]) -> StagedLayer:
-            layer, diff_id, chain, parent = job
-            with self.store.open(layer.digest) as blob:
-                return self.snapshots.stage_layer(chain, parent, blob, diff_id)
-
-        pool = ThreadPoolExecutor(max_workers=min(len(jobs), _UNPACK_THREADS),
-                                  thread_name_prefix="isobox-unpack")
-        futures = [pool.submit(stage, job) for job in jobs]
-        size = 0
-        try:
-            for future in futures:
-                size += future.result().commit()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            for future in futures:
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    future.result().discard()
-        return size
+        return unpack_image(self.store, self.snapshots, manifest, config)
 
     def ensure_unpacked(self, record: ImageRecord) -> None:
         """Layers may be missing after a load or a GC: unpack them again."""
@@ -343,12 +306,14 @@ class ImageService:
             self.records.untag(refs.parse(ref_text))
         return [f"Untagged: {refs.parse(r).familiar()}" for r in gone]
 
-    def prune(self, *, all_images: bool = False) -> tuple[list[str], int]:
-        """Remove dangling images (all unused ones with all_images), then
-        collect blobs and layers nothing refers to. Returns (lines, bytes)."""
+    def prune(self, *, all_images: bool = False,
+              match: Callable[[ImageRecord], bool] | None = None) -> tuple[list[str], int]:
+        """Remove dangling images (all unused ones with all_images; only those
+        ``match`` accepts when given), then collect blobs and layers nothing
+        refers to. Returns (lines, bytes)."""
         lines = []
         for record in self.records.all():
-            if self.in_use(record.id):
+            if self.in_use(record.id) or (match is not None and not match(record)):
                 continue
             names = self.records.names_of(record.id)
             tagged = any("@" not in r for r, _ in names)
@@ -415,9 +380,13 @@ class ImageService:
     # -- archives, import, bootstrap ---------------------------------------------------
 
     def save(self, names: Sequence[str], out: BinaryIO, *, format: str = "docker") -> None:
+        from isobox.images import archive
+
         archive.save(self.store, self.records, names, out, format=format)  # type: ignore[arg-type]
 
     def load(self, src: BinaryIO) -> list[str]:
+        from isobox.images import archive_load
+
         with self._gc_lock(exclusive=False):
             loaded = archive_load.load(self.store, self.records, src)
             lines = []
@@ -429,6 +398,8 @@ class ImageService:
 
     def import_(self, src: BinaryIO, *, ref: str | None, changes: Sequence[str] = (),
                 message: str | None = None, source: str = "-") -> str:
+        from isobox.images import importer
+
         with self._gc_lock(exclusive=False):
             image_id = importer.import_rootfs(self.store, self.records, src, ref=ref,
                                               changes=changes, message=message, source=source)
@@ -436,6 +407,8 @@ class ImageService:
         return image_id
 
     def bootstrap(self, kind: str, *, ref: str | None = None, suite: str = "bookworm") -> str:
+        from isobox.images import bootstrap
+
         with self._gc_lock(exclusive=False):
             if kind == "busybox":
                 image_id = bootstrap.bootstrap_busybox(self.store, self.records,

@@ -15,6 +15,8 @@ from isobox.engine.volumes import VolumeService
 from isobox.errors import InvalidArgument, IsoboxError, NotFound
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from isobox.engine.containers import ContainerService
 
 _FILTERS = ("dangling", "name", "label", "driver")
@@ -89,16 +91,20 @@ class VolumeOps:
         self.volumes.remove(name, users=users, force=force)
         self._event("destroy", name)
 
-    def prune(self, *, all_volumes: bool = False,
-              filters: list[str] | None = None) -> tuple[list[str], int]:
+    def prune(self, *, all_volumes: bool = False, filters: list[str] | None = None,
+              match: Callable[[dict[str, Any]], bool] | None = None
+              ) -> tuple[list[str], int]:
         """Remove unused volumes: anonymous ones only unless ``all_volumes``
-        (Docker 23+). Returns (names, bytes freed)."""
+        (Docker 23+), only those ``match`` accepts (a row of ``rows``) when
+        given. Returns (names, bytes freed)."""
         users = self.users()
         removed, freed = [], 0
         keep = self.rows(list(filters or []))
         for info in keep:
             name = info["Name"]
             if users.get(name) or (not all_volumes and not self.volumes.is_anonymous(name)):
+                continue
+            if match is not None and not match(info):
                 continue
             size = directory_size(info["Mountpoint"])
             try:
