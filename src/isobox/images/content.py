@@ -9,6 +9,14 @@ Layout under ``root``:
 A writer streams into ingest, then ``commit`` checks size and digest, fsyncs
 and renames into blobs: readers see the whole blob or none. Two processes
 writing the same digest serialise on the lock; the second finds it committed.
+
+A ``BlobFeed`` lets a thread read a blob while a writer is still writing it
+(to unpack a layer during its download). Its readers wait for the bytes as
+they land in the ingest file, and see the end of the blob only once the
+writer has committed it: a blob that fails to verify, or a write that breaks
+off or starts over, is an error to them, never a shorter or different blob.
+What they read is not in the store until then, so whatever they make of it
+must stay invisible until the blob is committed.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import errno
 import fcntl
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -29,11 +38,150 @@ class DigestMismatch(InvalidArgument):
     pass
 
 
+class FeedRestarted(Exception):
+    """The blob's write started over (its partial data was dropped): what a
+    reader of its feed read so far is void. Read the committed blob instead."""
+
+
+class FeedFailed(Exception):
+    """The blob was not committed (the download failed or was abandoned)."""
+
+
+_FEED_CHUNK = 1 << 20
+
+
+class BlobFeed:
+    """One blob as a ``Writer`` writes it, for readers in other threads (see
+    the module's docstring). The writer side (``opened``, ``wrote``,
+    ``restarted``, ``committed``, ``failed``) is called by the Writer or by
+    whoever skips the write; ``failed`` is also how an owner ends a feed no
+    writer will ever serve. Each state change wakes the readers."""
+
+    def __init__(self, digest: str) -> None:
+        self.digest = digest
+        self._cond = threading.Condition()
+        self._path: str | None = None
+        self._available = 0
+        self._generation = 0
+        self._done = False
+        self._error: str | None = None
+
+    # -- writer side ------------------------------------------------------------
+
+    def opened(self, path: str, available: int) -> None:
+        """The ingest file at ``path`` exists and holds ``available`` bytes."""
+        with self._cond:
+            self._path, self._available = path, available
+            self._cond.notify_all()
+
+    def wrote(self, available: int) -> None:
+        with self._cond:
+            self._available = available
+            self._cond.notify_all()
+
+    def restarted(self) -> None:
+        with self._cond:
+            self._generation += 1
+            self._available = 0
+            self._cond.notify_all()
+
+    def committed(self, path: str, size: int) -> None:
+        """The blob is verified and stored at ``path`` (``size`` bytes)."""
+        with self._cond:
+            if self._done or self._error is not None:
+                return
+            self._path, self._available, self._done = path, size, True
+            self._cond.notify_all()
+
+    def failed(self, reason: str) -> None:
+        """No committed blob will come (a no-op once committed)."""
+        with self._cond:
+            if not self._done and self._error is None:
+                self._error = reason
+                self._cond.notify_all()
+
+    @property
+    def is_committed(self) -> bool:
+        with self._cond:
+            return self._done
+
+    # -- reader side --------------------------------------------------------------
+
+    def reader(self) -> FeedReader:
+        with self._cond:
+            return FeedReader(self, self._generation)
+
+    def _wait(self, pos: int, generation: int) -> tuple[str, int] | None:
+        """(path, available) once bytes past ``pos`` are there; None at the
+        end of a committed blob."""
+        with self._cond:
+            while True:
+                if generation != self._generation:
+                    raise FeedRestarted(f"blob {self.digest} was written again")
+                if self._error is not None:
+                    raise FeedFailed(f"blob {self.digest}: {self._error}")
+                if pos < self._available and self._path is not None:
+                    return self._path, self._available
+                if self._done:
+                    return None
+                self._cond.wait()
+
+
+class FeedReader:
+    """A file-like view (``read``) of a ``BlobFeed``; close it when done."""
+
+    def __init__(self, feed: BlobFeed, generation: int) -> None:
+        self._feed = feed
+        self._generation = generation
+        self._fd = -1
+        self._pos = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        found = self._feed._wait(self._pos, self._generation)
+        if found is None:
+            return b""
+        path, available = found
+        if self._fd < 0:
+            # An fd opened on the ingest file stays valid through the
+            # commit's rename (same inode); a path renamed under us is
+            # asked for again: by then it is the committed blob's.
+            try:
+                self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                found = self._feed._wait(self._pos, self._generation)
+                if found is None or found[0] == path:
+                    raise FeedRestarted(f"blob {self._feed.digest} vanished") from None
+                path, available = found
+                self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        want = available - self._pos
+        if 0 < n < want:
+            want = n
+        data = os.pread(self._fd, min(want, _FEED_CHUNK), self._pos)
+        if not data:
+            raise FeedRestarted(f"blob {self._feed.digest} got shorter while being read")
+        self._pos += len(data)
+        return data
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> FeedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class Writer:
     """Streams one blob into the ingest area. Use as a context manager."""
 
-    def __init__(self, store: ContentStore, expected: str, size: int | None) -> None:
+    def __init__(self, store: ContentStore, expected: str, size: int | None,
+                 feed: BlobFeed | None = None) -> None:
         self.store = store
+        self.feed = feed
+        self._fed = False  # the feed was told of the ingest file
         self.expected = expected
         self.size = size
         algo, hexpart = digests.parse(expected)
@@ -52,6 +200,9 @@ class Writer:
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         if self.store.exists(self.expected):
             self.committed = True
+            if self.feed is not None:
+                self.feed.committed(self.store.path(self.expected),
+                                    self.store.size(self.expected))
             return self
         data = os.path.join(self.dir, "data")
         self._fd = os.open(data, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -61,10 +212,15 @@ class Writer:
             self.offset += len(chunk)
         if self.size is not None and self.offset > self.size:
             self.reset()
+        if self.feed is not None:
+            self.feed.opened(data, self.offset)
+            self._fed = True
         return self
 
     def reset(self) -> None:
         """Drop partial data (the source cannot resume, or it was wrong)."""
+        if self.feed is not None and self._fed:
+            self.feed.restarted()
         os.ftruncate(self._fd, 0)
         os.lseek(self._fd, 0, os.SEEK_SET)
         self._hash = digests.hasher(self.expected)
@@ -80,6 +236,8 @@ class Writer:
         if self.size is not None and self.offset > self.size:
             raise DigestMismatch(f"blob {self.expected} is larger than its descriptor "
                                  f"says ({self.size} bytes)")
+        if self.feed is not None:
+            self.feed.wrote(self.offset)
 
     def commit(self) -> None:
         if self.committed:
@@ -98,6 +256,8 @@ class Writer:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.rename(os.path.join(self.dir, "data"), target)
         self.committed = True
+        if self.feed is not None:
+            self.feed.committed(target, self.offset)
 
     def commit_file(self, path: str) -> bool:
         """Commit the finished file at ``path`` as this blob by hard-linking
@@ -135,10 +295,14 @@ class Writer:
         return True
 
     def _discard(self) -> None:
+        if self.feed is not None and self._fed:
+            self.feed.restarted()
         os.ftruncate(self._fd, 0)
         self.offset = 0  # nothing worth resuming: __exit__ removes the ingest
 
     def __exit__(self, *exc: object) -> None:
+        if self.feed is not None and not self.committed:
+            self.feed.failed(f"not stored ({exc[1] or 'abandoned'})")
         if self._fd >= 0:
             os.close(self._fd)
         if self.committed or (self.offset == 0):
@@ -178,8 +342,11 @@ class ContentStore:
         with self.open(digest) as f:
             return f.read()
 
-    def writer(self, expected: str, size: int | None = None) -> Writer:
-        return Writer(self, expected, size)
+    def writer(self, expected: str, size: int | None = None, *,
+               feed: BlobFeed | None = None) -> Writer:
+        """A writer for blob ``expected``; ``feed`` (optional) lets other
+        threads read the blob while it is written."""
+        return Writer(self, expected, size, feed)
 
     def put(self, data: bytes, expected: str | None = None) -> str:
         """Store small content (manifests, configs); returns its digest."""

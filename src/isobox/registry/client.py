@@ -26,7 +26,7 @@ from isobox.registry.auth import Authenticator
 from isobox.registry.credentials import Credentials, CredentialStore
 from isobox.registry.errors import Unauthorized
 from isobox.registry.progress import Progress
-from isobox.registry.pull import PlatformSpec, PullResult, pull
+from isobox.registry.pull import LayerFeeds, PlatformSpec, PullResult, pull
 from isobox.registry.push import DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_THRESHOLD, MountFrom, push
 from isobox.registry.tls import DOCKER_CERTS_DIR, SYSTEM_CA_BUNDLE, TLSConfig, allows_plain_http
 
@@ -107,10 +107,14 @@ class RegistryClient:
 
     def pull(self, ref: Reference, store: ContentStore, *,
              platform: PlatformSpec = DEFAULT_PLATFORM,
-             progress: Progress | None = None) -> PullResult:
-        """Fetch ``ref`` for ``platform`` into ``store``; see PullResult."""
+             progress: Progress | None = None,
+             on_layers: LayerFeeds | None = None) -> PullResult:
+        """Fetch ``ref`` for ``platform`` into ``store``; see PullResult.
+        ``on_layers``: feeds to serve the layers through as they download
+        (see ``isobox.registry.pull``)."""
         return pull(self.remote(ref.domain), ref, store, platform=platform,
-                    progress=progress, workers=self.options.max_concurrent)
+                    progress=progress, workers=self.options.max_concurrent,
+                    on_layers=on_layers)
 
     def push(self, ref: Reference, store: ContentStore, manifest_digest: str, *,
              mount_from: MountFrom = None, progress: Progress | None = None) -> str:

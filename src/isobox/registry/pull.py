@@ -1,10 +1,15 @@
 """Pull: resolve a reference, pick the platform, fetch into the content store.
 
-Blobs (config and layers) are fetched first, a few at a time, each resumed
-from what an earlier attempt left in the ingest area; the manifest (and the
-index) are stored last, so a manifest in the store means its image is
-complete. Every byte is verified: blobs by the store on commit, manifests
+Blobs are fetched first (the config, then the layers a few at a time), each
+resumed from what an earlier attempt left in the ingest area; the manifest
+(and the index) are stored last, so a manifest in the store means its image
+is complete. Every byte is verified: blobs by the store on commit, manifests
 against the digest asked for or the one the registry announced.
+
+``on_layers``, called once the config is stored and before any layer is
+fetched, may return a ``BlobFeed`` per layer digest: each layer's feed is
+served while the layer downloads (so the caller can unpack it at the same
+time), told when it is committed, and failed when it will not be.
 """
 
 from __future__ import annotations
@@ -12,13 +17,13 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import httpx
 
 from isobox.errors import InvalidArgument, IsoboxError, NotFound, Unavailable
-from isobox.images.content import ContentStore, DigestMismatch, Writer
+from isobox.images.content import BlobFeed, ContentStore, DigestMismatch, Writer
 from isobox.oci import digest as digests
 from isobox.oci import image_spec as spec
 from isobox.oci.reference import Reference
@@ -38,6 +43,9 @@ MAX_MANIFEST_SIZE = 4 << 20
 SCHEMA1_MESSAGE = ("schema1 manifests are not supported; re-push the image with a "
                    "current Docker")
 PlatformSpec = tuple[str, str, str | None]
+#: Called with the manifest and config before the layers are fetched; returns
+#: the feeds (by layer digest) to serve while they download.
+LayerFeeds = Callable[[spec.Manifest, spec.ImageConfig], Mapping[str, BlobFeed]]
 
 
 @dataclass(frozen=True)
@@ -89,8 +97,11 @@ class Puller:
     """One pull. ``workers`` bounds the parallel blob downloads."""
 
     def __init__(self, remote: Remote, ref: Reference, store: ContentStore, *,
-                 progress: Progress | None = None, workers: int = 3) -> None:
+                 progress: Progress | None = None, workers: int = 3,
+                 on_layers: LayerFeeds | None = None) -> None:
         self.remote = remote
+        self.on_layers = on_layers
+        self._feeds: Mapping[str, BlobFeed] = {}
         self.ref = ref
         self.store = store
         self.progress: Progress = progress or no_progress
@@ -119,8 +130,14 @@ class Puller:
                                   f"{media!r}")
         manifest = spec.decode_manifest(raw)
         self.emit(EventKind.RESOLVED, digest=digest)
-        self._blobs([manifest.config, *manifest.layers])
-        config = spec.decode_config(self.store.read(manifest.config.digest))
+        if self.on_layers is None:
+            self._blobs([manifest.config, *manifest.layers])
+            config = spec.decode_config(self.store.read(manifest.config.digest))
+        else:
+            self._blobs([manifest.config])
+            config = spec.decode_config(self.store.read(manifest.config.digest))
+            self._feeds = self.on_layers(manifest, config)
+            self._blobs(list(manifest.layers))
         if (config.os, config.architecture) != platform[:2]:
             log.warning("image %s is %s/%s, not the %s asked for", self.ref.familiar(),
                         config.os, config.architecture, format_platform(platform))
@@ -205,6 +222,9 @@ class Puller:
         todo: list[spec.Descriptor] = []
         for desc in {d.digest: d for d in descs}.values():
             if self.store.exists(desc.digest):
+                feed = self._feeds.get(desc.digest)
+                if feed is not None:
+                    feed.committed(self.store.path(desc.digest), self.store.size(desc.digest))
                 self.emit(EventKind.BLOB_EXISTS, desc)
             else:
                 todo.append(desc)
@@ -212,7 +232,8 @@ class Puller:
         run_all(self._blob, todo, workers=self.workers, abort=self._abort, name="isobox-pull")
 
     def _blob(self, desc: spec.Descriptor) -> None:
-        with self.store.writer(desc.digest, desc.size) as writer:
+        with self.store.writer(desc.digest, desc.size,
+                               feed=self._feeds.get(desc.digest)) as writer:
             if writer.committed:
                 self.emit(EventKind.BLOB_EXISTS, desc)
                 return
@@ -307,5 +328,7 @@ def _valid(text: str) -> bool:
 
 def pull(remote: Remote, ref: Reference, store: ContentStore, *,
          platform: PlatformSpec = ("linux", "amd64", None),
-         progress: Progress | None = None, workers: int = 3) -> PullResult:
-    return Puller(remote, ref, store, progress=progress, workers=workers).run(platform)
+         progress: Progress | None = None, workers: int = 3,
+         on_layers: LayerFeeds | None = None) -> PullResult:
+    return Puller(remote, ref, store, progress=progress, workers=workers,
+                  on_layers=on_layers).run(platform)
