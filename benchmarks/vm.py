@@ -4,12 +4,17 @@ isolation, in one run.
 1. The floor: a bare QEMU boot of the same guest kernel, same machine and
    accelerator, with a busybox-only initramfs that powers off as soon as
    init runs (isobox's probe image): wall time from starting QEMU to its exit.
-2. ``isobox run --rm --isolation=vm busybox true``: wall time of the command.
-3. ``isobox run --rm --network none busybox true`` (process isolation).
-Each round runs the three once, in a rotating order; median, p90 and min of
+2. ``isobox run --rm --isolation=vm busybox true``: wall time of the command,
+   the VM restored from its template (made in the warm-up round).
+3. The same with templates off (``"vm": {"templates": false}`` in the
+   settings file): the VM boots its kernel.
+4. ``isobox run --rm --network none busybox true`` (process isolation).
+Each round runs the four once, in a rotating order; median, p90 and min of
 ``--rounds`` (default 10) after one warm-up round.
-4. The resident memory of one idle VM container (``run -d ... sleep``): QEMU,
-   the keeper and the monitor, RSS and PSS (smaps_rollup).
+5. The resident memory of idle VM containers (``run -d ... sleep``), restored
+   and booted: QEMU, the keeper and the monitor, RSS and PSS (smaps_rollup),
+   for the first of two running at once (restored VMs share the template's
+   pages).
 
 Usage (as root):  .venv/bin/python benchmarks/vm.py [--rounds 10] [--json]
 """
@@ -31,10 +36,12 @@ from typing import Any
 ISOBOX = str(Path(sys.executable).parent / "isobox")
 
 
-def isobox(root: str, *args: str, timeout: float = 600) -> str:
+def isobox(root: str, *args: str, timeout: float = 600, cold: bool = False) -> str:
+    """``cold``: with VM templates turned off in the settings file."""
+    settings = os.path.join(root, "cold.json" if cold else "daemon.json")
     env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
            "HOME": root, "ISOBOX_CONFIG": os.path.join(root, "config"),
-           "ISOBOX_DAEMON_CONFIG": os.path.join(root, "daemon.json")}
+           "ISOBOX_DAEMON_CONFIG": settings}
     p = subprocess.run([ISOBOX, "--root", root, *args], env=env, capture_output=True,
                        text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     if p.returncode != 0:
@@ -89,8 +96,9 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def idle_memory(root: str) -> dict[str, int]:
-    cid = isobox(root, "run", "-d", "--isolation=vm", "busybox", "sleep", "3600").strip()
+def idle_memory(root: str, cold: bool) -> dict[str, int]:
+    cid, other = (isobox(root, "run", "-d", "--isolation=vm", "busybox", "sleep", "3600",
+                         cold=cold).strip() for _ in range(2))
     try:
         state = json.loads((Path(root) / "containers" / cid / "state.json").read_text())
         shim, keeper = int(state["shim_pid"]), int(state["pid"])
@@ -102,7 +110,7 @@ def idle_memory(root: str) -> dict[str, int]:
         out["qemu_rss_kib"] = sum(_kb(f"/proc/{p}/status", "VmRSS") for p in qemu)
         return out
     finally:
-        isobox(root, "rm", "-f", cid)
+        isobox(root, "rm", "-f", cid, other)
 
 
 def stats(samples: list[float]) -> dict[str, float]:
@@ -122,12 +130,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="isobox-bench-vm-") as root:
         isobox(root, "image", "bootstrap", "busybox")
         isobox(root, "vm", "setup", timeout=1800)
+        Path(root, "cold.json").write_text(json.dumps({"vm": {"templates": False}}))
         facts = json.loads(isobox(root, "info", "--format", "json"))
         accel = facts["VM"]["Accelerator"]
         runs = {
             "floor: bare QEMU boot + poweroff": lambda: floor_boot(root, accel),
             "isobox run --rm --isolation=vm": lambda: timed(lambda: isobox(
                 root, "run", "--rm", "--isolation=vm", "busybox", "true")),
+            "the same, booted (no template)": lambda: timed(lambda: isobox(
+                root, "run", "--rm", "--isolation=vm", "busybox", "true", cold=True)),
             "isobox run --rm (process)": lambda: timed(lambda: isobox(
                 root, "run", "--rm", "--network", "none", "busybox", "true")),
         }
@@ -139,7 +150,7 @@ def main() -> None:
                 seconds = runs[name]()
                 if round_no:  # the first round warms caches (initramfs, layer images)
                     samples[name].append(seconds)
-        memory = idle_memory(root)
+        memory = {"restored": idle_memory(root, cold=False), "booted": idle_memory(root, cold=True)}
     results = {name: stats(s) for name, s in samples.items()}
     floor = results["floor: bare QEMU boot + poweroff"]["median"]
     if args.json:
@@ -151,8 +162,9 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:<36} {r['median']:>9.3f} {r['p90']:>7.3f} {r['min']:>7.3f} "
               f"{r['median'] / floor:>8.2f}")
-    print(f"idle VM container: RSS {memory['rss_kib'] / 1024:.1f} MiB "
-          f"(QEMU {memory['qemu_rss_kib'] / 1024:.1f} MiB), PSS {memory['pss_kib'] / 1024:.1f} MiB")
+    for how, m in memory.items():
+        print(f"idle VM container, {how}: RSS {m['rss_kib'] / 1024:.1f} MiB "
+              f"(QEMU {m['qemu_rss_kib'] / 1024:.1f} MiB), PSS {m['pss_kib'] / 1024:.1f} MiB")
 
 
 if __name__ == "__main__":

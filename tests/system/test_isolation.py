@@ -249,10 +249,39 @@ def test_the_agent_port_and_disks_are_out_of_reach(box: Isobox) -> None:
               "mknod /tmp/port c $(cat /sys/class/virtio-ports/vport*/dev | head -1 | "
               "tr : ' ') && (echo hi > /tmp/port) 2>&1; echo done").stdout
     assert "vport" not in out.split("isobox.agent")[0]  # no port device in its /dev
-    assert "vda" not in out
+    assert "vda" not in out and "sda" not in out  # booted: virtio disks; restored: SCSI
     assert out.rstrip().endswith("done")
     assert "Device or resource busy" in out or "Operation not permitted" in out \
         or "Permission denied" in out
+
+
+def test_vm_containers_are_restored_from_one_template_and_each_is_unique(box: Isobox) -> None:
+    ids = [box("run", "-d", "--isolation=vm", "busybox", "sleep", "600").stdout.strip()
+           for _ in range(2)]
+    for cid in ids:
+        assert "restored from template" in (box.root / "containers" / cid / "shim.log").read_text()
+    templates = list((box.root / "vm" / "templates").glob("tcg-*-n1-*")) + list(
+        (box.root / "vm" / "templates").glob("kvm-*-n1-*"))  # the shape with a NIC
+    assert len(templates) == 1 and (templates[0] / "state").is_file()
+    seen = []
+    for cid in ids:
+        boot_id, noise, clock, mac = box(
+            "exec", cid, "sh", "-c", "cat /proc/sys/kernel/random/boot_id; "
+            "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' '; date +%s; "
+            "cat /sys/class/net/eth0/address").stdout.split("\n")[:4]
+        assert abs(int(clock) - time.time()) < 30  # the guest's clock set at the restore
+        assert mac == box.fmt(cid, "{{.NetworkSettings.MacAddress}}")  # not the template's
+        seen.append((boot_id, noise))
+    assert seen[0][0] != seen[1][0] and seen[0][1] != seen[1][1]
+    box("rm", "-f", *ids)
+    # A template that cannot be restored is discarded: the container boots, the next remakes it.
+    (templates[0] / "state").write_bytes(b"QEVM" + b"\0" * 64)
+    out = box("run", "--rm", "--isolation=vm", "busybox", "echo", "booted").stdout
+    assert out == "booted\n"
+    assert not templates[0].exists()
+    cid = box("run", "-d", "--isolation=vm", "busybox", "sleep", "600").stdout.strip()
+    assert "restored from template" in (box.root / "containers" / cid / "shim.log").read_text()
+    assert (templates[0] / "state").is_file()
 
 
 @pytest.mark.skipif(shutil.which("docker") is None, reason="needs the docker CLI")

@@ -1,4 +1,5 @@
-"""The guest's network: each NIC found by its MAC, renamed, addressed,
+"""The guest's network: each NIC found by its MAC (and given the container's
+MAC when it had a template's), renamed, addressed,
 brought up, with a default route; loopback up; the hostname.
 
 Through busybox's ``ip`` rather than raw netlink: a handful of argv lists
@@ -56,9 +57,12 @@ def ip_commands(iface: Interface, current: str, busybox: str = BUSYBOX) -> list[
     ip = [busybox, "ip"]
     name = iface.name
     commands = []
-    if current != name:
+    if current != name or iface.current_mac != iface.mac:
         commands.append([*ip, "link", "set", "dev", current, "down"])  # renaming needs it down
+    if current != name:
         commands.append([*ip, "link", "set", "dev", current, "name", name])
+    if iface.current_mac != iface.mac:  # a NIC restored from a template has the template's
+        commands.append([*ip, "link", "set", "dev", name, "address", iface.mac])
     up = [*ip, "link", "set", "dev", name]
     if iface.mtu is not None:
         up += ["mtu", str(iface.mtu)]
@@ -77,7 +81,7 @@ def configure(req: NetworkRequest, sys_root: str = "/sys", busybox: str = BUSYBO
 
     netdev.set_up("lo")
     for iface in req.interfaces:
-        current = wait_for_nic(iface.mac, sys_root)
+        current = wait_for_nic(iface.current_mac, sys_root)
         for argv in ip_commands(iface, current, busybox):
             command.run(argv)
     for key, value in req.sysctls.items():

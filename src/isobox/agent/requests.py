@@ -147,6 +147,7 @@ def parse_storage(msg: Message) -> StorageRequest:
 
 class Interface(SimpleNamespace):
     mac: str
+    current_mac: str  #: the NIC's address now (a template's NIC): ``mac`` replaces it
     name: str
     address: str
     gateway: str | None
@@ -159,12 +160,12 @@ class NetworkRequest(SimpleNamespace):
     sysctls: dict[str, str]  #: net.* settings of the guest's (the container's) network stack
 
 
-def _mac(msg: Message) -> str:
-    value = get_str(msg, "mac").lower()
+def _mac(msg: Message, key: str = "mac") -> str:
+    value = get_str(msg, key).lower()
     parts = value.split(":")
     if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdef" for c in p)
                                   for p in parts):
-        raise _wrong("mac", "a MAC address like 02:42:0a:58:00:05")
+        raise _wrong(key, "a MAC address like 02:42:0a:58:00:05")
     return value
 
 
@@ -195,10 +196,12 @@ def _gateway(msg: Message) -> str | None:
 
 def parse_network(msg: Message) -> NetworkRequest:
     interfaces = [Interface(mac=_mac(i), name=get_name(i, "name", IFNAMSIZ - 1),
+                            current_mac=_mac(i, "current_mac") if "current_mac" in i
+                            else _mac(i),
                             address=_address(i), gateway=_gateway(i),
                             mtu=opt_int(i, "mtu", 68, 65535))
                   for i in get_dicts(msg, "interfaces")]
-    for key in ("mac", "name"):
+    for key in ("mac", "current_mac", "name"):
         values = [getattr(i, key) for i in interfaces]
         if len(set(values)) != len(values):
             raise InvalidArgument(f"interface {key}s must be unique")
@@ -217,6 +220,28 @@ def parse_network(msg: Message) -> NetworkRequest:
             raise _wrong("sysctls", "string values")
         sysctls[key] = value
     return NetworkRequest(interfaces=interfaces, hostname=hostname, sysctls=sysctls)
+
+
+# -- wake ---------------------------------------------------------------
+
+class WakeRequest(SimpleNamespace):
+    time_ns: int
+    entropy: bytes
+
+
+WAKE_ENTROPY_MAX = 512
+
+
+def parse_wake(msg: Message) -> WakeRequest:
+    time_ns = get_int(msg, "time_ns", 0, 1 << 63)
+    raw = get_str(msg, "entropy")
+    try:
+        entropy = bytes.fromhex(raw)
+    except ValueError:
+        raise _wrong("entropy", "hex digits") from None
+    if not 16 <= len(entropy) <= WAKE_ENTROPY_MAX:
+        raise _wrong("entropy", f"16 to {WAKE_ENTROPY_MAX} bytes")
+    return WakeRequest(time_ns=time_ns, entropy=entropy)
 
 
 # -- processes ----------------------------------------------------------

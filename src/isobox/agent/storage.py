@@ -2,8 +2,8 @@
 read-only disks, a writable upper disk (or a tmpfs), the overlay of them,
 and the host's folders as 9p shares.
 
-Disks are found by their virtio-blk serial in sysfs: the guest has no udev
-to name them. A mount plan is computed first (pure data), then applied;
+Disks are found by their serial in sysfs (virtio-blk's, or a hotplugged
+SCSI disk's VPD page 0x80): the guest has no udev to name them. A mount plan is computed first (pure data), then applied;
 if a step fails, what was mounted is unmounted again, so the host may retry.
 """
 
@@ -47,7 +47,8 @@ def mount(source: str, target: str, fstype: str, flags: int = 0, data: str = "",
 
 def find_disk(serial: str, sys_root: str = "/sys", dev_root: str = "/dev") -> str | None:
     """/dev/vdX of the virtio disk with this serial (the first SERIAL_MAX
-    bytes of it: all the device keeps), or None."""
+    bytes of it: all the device keeps), or /dev/sdX of the SCSI disk (one
+    hotplugged into a VM restored from a template) whose VPD page 0x80 holds it."""
     want = serial.encode()[:SERIAL_MAX]
     block = os.path.join(sys_root, "block")
     try:
@@ -55,16 +56,24 @@ def find_disk(serial: str, sys_root: str = "/sys", dev_root: str = "/dev") -> st
     except FileNotFoundError:
         return None
     for name in names:
-        if not name.startswith("vd"):
+        if name.startswith("vd"):
+            found = _read(os.path.join(block, name, "serial"))
+        elif name.startswith("sd"):
+            page = _read(os.path.join(block, name, "device", "vpd_pg80"))
+            found = page[4:] if page is not None else None  # after the 4-byte page header
+        else:
             continue
-        try:
-            with open(os.path.join(block, name, "serial"), "rb") as f:
-                found = f.read().rstrip(b"\n\0 ")
-        except OSError:
-            continue
-        if found == want:
+        if found is not None and found.rstrip(b"\n\0 ") == want:
             return os.path.join(dev_root, name)
     return None
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def wait_for_disk(serial: str, sys_root: str = "/sys", dev_root: str = "/dev",

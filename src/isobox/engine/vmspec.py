@@ -34,7 +34,8 @@ DEFAULT_MEMORY_MB = 256
 MEMORY_OVERHEAD_MB = 96  # guest kernel, agent and page cache around the container's limit
 BOOT_TIMEOUT = 60.0
 CONTAINER_FILES = ("hostname", "hosts", "resolv.conf")
-VM_CONFIG_KEYS = ("kernel", "initrd", "modules", "accel", "memory-mb", "cpus", "boot-timeout")
+VM_CONFIG_KEYS = ("kernel", "initrd", "modules", "accel", "memory-mb", "cpus", "boot-timeout",
+                  "templates")
 
 
 def isolation_of(requested: str, default: str) -> str:
@@ -81,7 +82,7 @@ def accelerator(service: ContainerService, guest: Any) -> tuple[str, str]:
 def prepare(service: ContainerService, record: ContainerRecord, create: CreateRequest,
             spec: dict[str, Any], mounts: list[Mount]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(guest spec, vm settings) for a VM-isolated container."""
-    from isobox.vm import disks, initramfs
+    from isobox.vm import disks, initramfs, kernel
 
     d = service.dir(record.id)
     host = create.host_config
@@ -127,6 +128,9 @@ def prepare(service: ContainerService, record: ContainerRecord, create: CreateRe
         "hostname": create.hostname or record.id[:12],
         "disks": vm_disks, "shares": shares, "nics": [], "sysctls": sysctls,
         "ephemeral": ephemeral,
+        # Restored from a saved VM instead of booted (isobox.vm.template), unless turned off.
+        "templates": os.path.join(kernel.vm_dir(service.config.root), "templates")
+        if options.get("templates", True) is not False else None,
     }
     return guest_spec, vm
 

@@ -32,10 +32,16 @@ id 0. ``stream`` fields are uint32 numbers the host picks, one per process.
     (an image without layers gets an empty lower directory); 9p shares at
     ``<state>/shares/<tag>``. -> ``{"rootfs": <path>}``. Once per boot: a
     second call answers the same and mounts nothing.
-``network`` ``{"interfaces": [{"mac", "name", "address": "10.88.0.5/16",
-    "gateway": str|null, "mtu": int|null}], "hostname": str|null}``
-    lo up; each NIC, found by MAC, renamed, MTU set, its addresses replaced
-    by ``address``, up, default route via ``gateway``. -> ``{}``.
+``network`` ``{"interfaces": [{"mac", "current_mac"?, "name", "address":
+    "10.88.0.5/16", "gateway": str|null, "mtu": int|null}], "hostname": str|null}``
+    lo up; each NIC, found by MAC (``current_mac`` when given: a NIC restored
+    from a template, which then gets ``mac``), renamed, MTU set, its
+    addresses replaced by ``address``, up, default route via ``gateway``. -> ``{}``.
+``wake`` ``{"time_ns": int, "entropy": hex}`` the first request to a guest
+    restored from a template (it wakes with the template's clock and the
+    random state every restore of it shares): sets CLOCK_REALTIME to
+    ``time_ns`` and mixes ``entropy`` (16-512 bytes) into the kernel's pool
+    (the VM generation ID device has made the kernel reseed too). -> ``{}``.
 ``create`` ``{"stream", "container_id", "config": <config.json as a dict>,
     "tty", "open_stdin", "console": {"height", "width"} | null}``
     (``container_id``, not ``id``: that is the request's.)
@@ -88,7 +94,9 @@ RESIZE = "resize"
 SYNC = "sync"
 STATS = "stats"
 SHUTDOWN = "shutdown"
-OPS = (HELLO, STORAGE, NETWORK, CREATE, START, EXEC, SIGNAL, RESIZE, SYNC, STATS, SHUTDOWN)
+WAKE = "wake"
+OPS = (HELLO, STORAGE, NETWORK, CREATE, START, EXEC, SIGNAL, RESIZE, SYNC, STATS, SHUTDOWN,
+       WAKE)
 
 READY = "ready"
 EXIT = "exit"

@@ -23,7 +23,7 @@ from typing import BinaryIO
 from isobox.vm import guestpython, initscript, sharedlibs
 from isobox.vm.cpio import CpioWriter
 from isobox.vm.imagetree import ImageTree
-from isobox.vm.initscript import VIRTIO_9P, VIRTIO_BLOCK, VIRTIO_CONSOLE, VIRTIO_NET
+from isobox.vm.initscript import VIRTIO_9P, VIRTIO_BLOCK, VIRTIO_CONSOLE, VIRTIO_NET, VIRTIO_SCSI
 from isobox.vm.kernel import GuestKernel, vm_dir
 from isobox.vm.modules import (
     KernelModule,
@@ -45,6 +45,7 @@ GUEST_MODULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("", ("virtio_pci",)),
     (VIRTIO_CONSOLE, ("virtio_console",)),
     (VIRTIO_BLOCK, ("virtio_blk", "erofs", "overlay")),
+    (VIRTIO_SCSI, ("virtio_scsi", "sd_mod", "erofs", "overlay")),  # a template's hotplug bus
     (initscript.CMDLINE_FLAG + initscript.WRITABLE_DISK_FLAG, ("ext4",)),
     (VIRTIO_NET, ("virtio_net",)),
     (VIRTIO_9P, ("9pnet_virtio", "9p")),

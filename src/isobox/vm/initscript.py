@@ -13,7 +13,8 @@ AGENT_PORT = "isobox.agent"
 PROBE_MARKER = "isobox-probe-ok"
 MODULES_DIR = "/lib/modules/isobox"  #: one ``<name>.ko`` per module, loaded in order
 #: /sys/bus/virtio/devices/*/device of the device types drivers are loaded for
-VIRTIO_NET, VIRTIO_BLOCK, VIRTIO_CONSOLE, VIRTIO_9P = "0x0001", "0x0002", "0x0003", "0x0009"
+VIRTIO_NET, VIRTIO_BLOCK, VIRTIO_CONSOLE, VIRTIO_SCSI, VIRTIO_9P = (
+    "0x0001", "0x0002", "0x0003", "0x0008", "0x0009")
 #: A group keyed "cmdline:WORD" loads when WORD is on the kernel command line.
 CMDLINE_FLAG = "cmdline:"
 #: On the command line when the VM has a writable (ext4) disk: ext4 costs 0.2-0.3 s to load.

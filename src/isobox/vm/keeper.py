@@ -24,11 +24,12 @@ import signal
 import time
 
 from isobox.errors import IsoboxError, Unavailable, for_exit_code
-from isobox.linux import console, identity
+from isobox.linux import console
 from isobox.linux.guard import close_fds_except
 from isobox.linux.loop import ERR, IN, OUT, Loop
 from isobox.linux.unixsock import ShortPath
 from isobox.taskapi import frames
+from isobox.vm import launch, qemu, template
 from isobox.vm.channel import Channel, ChannelClosed
 from isobox.vm.initscript import WRITABLE_DISK_FLAG
 from isobox.vm.qmp import Qmp
@@ -66,6 +67,7 @@ class Keeper:
         self.stdio = stdio  # tty: the pty slave three times
         self.ctl = ctl
         self.qemu_pid = 0
+        self.restored = False  #: from a template (its NIC has the template's MAC)
         self.channel: Channel | None = None
         self.qmp: Qmp | None = None
         self.loop = Loop()
@@ -82,65 +84,52 @@ class Keeper:
 
     # -- boot --------------------------------------------------------------
 
-    def _spawn_qemu(self) -> None:
-        from isobox.vm import qemu
-
+    def _spawn_qemu(self, spec: qemu.VmSpec, extra_fds: dict[int, int] | None = None) -> None:
         agent_ours, agent_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         qmp_ours, qmp_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        spec.agent_fd, spec.qmp_fd = AGENT_FD, QMP_FD
+        try:
+            argv = qemu.command(spec, self.settings.qemu)
+            self.qemu_pid = launch.spawn(argv, {AGENT_FD: agent_theirs.fileno(),
+                                                QMP_FD: qmp_theirs.fileno(), **(extra_fds or {})})
+        except BaseException:
+            agent_ours.close()
+            qmp_ours.close()
+            raise
+        finally:
+            agent_theirs.close()
+            qmp_theirs.close()
+        self.channel = Channel(agent_ours.detach())
+        self.qmp = Qmp(qmp_ours.detach())
+
+    def _cold_spec(self) -> qemu.VmSpec:
         s = self.settings
-        spec = qemu.VmSpec(
+        return qemu.VmSpec(
             kernel=s.kernel, initrd=s.initrd, memory_mb=s.memory_mb, cpus=s.cpus,
             accel=s.accel, agent_fd=AGENT_FD, qmp_fd=QMP_FD, console_log=s.console_log,
             disks=[qemu.Disk(d.path, d.serial, d.readonly) for d in s.disks],
             shares=[qemu.Share(sh.tag, sh.path, sh.readonly) for sh in s.shares],
             nics=[qemu.Nic(n.tap, n.mac) for n in s.nics],
             cmdline_extra=WRITABLE_DISK_FLAG if any(d.role == "upper" for d in s.disks) else "")
-        argv = qemu.command(spec, s.qemu)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                identity.set_parent_death_signal(signal.SIGKILL)  # never outlive the keeper
-                null = os.open(os.devnull, os.O_RDWR)
-                os.dup2(null, 0)
-                os.dup2(null, 1)
-                os.dup2(agent_theirs.fileno(), AGENT_FD)
-                os.dup2(qmp_theirs.fileno(), QMP_FD)
-                close_fds_except({0, 1, 2, AGENT_FD, QMP_FD})
-                for fd in (AGENT_FD, QMP_FD):
-                    os.set_inheritable(fd, True)
-                for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
-                            signal.SIGPIPE, signal.SIGWINCH):
-                    signal.signal(sig, signal.SIG_DFL)
-                signal.pthread_sigmask(signal.SIG_SETMASK, set())
-                os.execv(argv[0], argv)
-            except BaseException as exc:
-                os.write(2, f"isobox-vm: cannot run {argv[0]}: {exc}\n".encode())
-            os._exit(127)
-        agent_theirs.close()
-        qmp_theirs.close()
-        self.qemu_pid = pid
-        self.channel = Channel(agent_ours.detach())
-        self.qmp = Qmp(qmp_ours.detach())
 
     def _kill_qemu(self) -> None:
         if self.qemu_pid:
-            try:
-                os.kill(self.qemu_pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            launch.kill(self.qemu_pid)
 
     def _reap_qemu(self, block: bool) -> int | None:
         """QEMU's wait status once it has exited (None while it runs)."""
         if not self.qemu_pid:
             return None
-        try:
-            pid, status = os.waitpid(self.qemu_pid, 0 if block else os.WNOHANG)
-        except ChildProcessError:
-            pid, status = self.qemu_pid, 0
-        if pid == 0:
-            return None
-        self.qemu_pid = 0
+        status = launch.reap(self.qemu_pid, block)
+        if status is not None:
+            self.qemu_pid = 0
         return status
+
+    def _end_qemu(self) -> None:
+        """Kill QEMU, reap it and close the links to it (a failed boot)."""
+        self._kill_qemu()
+        self._reap_qemu(block=True)
+        self._drop_channel()
 
     def _drop_channel(self) -> None:
         for end in (self.channel, self.qmp):
@@ -152,52 +141,76 @@ class Keeper:
         self.channel = None
         self.qmp = None
 
-    def _wait_ready(self, timeout: float) -> bool:
-        assert self.channel is not None
-        deadline = time.monotonic() + timeout
-        poller = select.poll()
-        poller.register(self.channel.fd, IN)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            if self._reap_qemu(block=False) is not None:
-                raise Unavailable("QEMU exited while the VM was booting (see the console log "
-                                  f"{self.settings.console_log or 'in shim.log'})")
-            if not poller.poll(int(min(left, 0.2) * 1000) + 1):
-                continue
-            try:
-                received = self.channel.receive()
-            except ChannelClosed:
-                continue  # QEMU going away: the reap above tells
-            for kind, _stream, payload in received:
-                if kind == frames.EVENT and frames.decode_json(payload).get("event") == "ready":
-                    return True
+    def _qemu_exited(self) -> bool:
+        return self._reap_qemu(block=False) is not None
 
     def boot(self) -> None:
-        """QEMU up and the agent answering, retried once: a boot that hangs
-        (early timer calibration under TCG) is killed, never waited on."""
+        """QEMU up and the agent answering: restored from a template when
+        the VM fits one, else booted, retried once: a boot that hangs (early
+        timer calibration under TCG) is killed, never waited on."""
+        if self._restore():
+            return
         timeout = self.settings.boot_timeout
         for attempt in (1, 2):
             started = time.monotonic()
-            self._spawn_qemu()
+            self._spawn_qemu(self._cold_spec())
+            assert self.channel is not None
             try:
-                if self._wait_ready(timeout):
-                    log(f"agent ready after {time.monotonic() - started:.2f}s "
-                        f"({self.settings.accel})")
-                    return
+                ready = launch.wait_ready(self.channel, self._qemu_exited, timeout)
+            except Unavailable:
+                self._end_qemu()
+                raise Unavailable("QEMU exited while the VM was booting (see the console log "
+                                  f"{self.settings.console_log or 'in shim.log'})") from None
             except BaseException:
-                self._kill_qemu()
-                self._reap_qemu(block=True)
-                self._drop_channel()
+                self._end_qemu()
                 raise
-            self._kill_qemu()
-            self._reap_qemu(block=True)
-            self._drop_channel()
+            if ready:
+                log(f"agent ready after {time.monotonic() - started:.2f}s "
+                    f"({self.settings.accel})")
+                return
+            self._end_qemu()
             if attempt == 1:
                 log(f"the VM did not reach its agent within {timeout:.0f}s: retrying once")
         raise Unavailable(f"the VM did not start: its agent did not answer within "
                           f"{timeout:.0f}s, twice")
+
+    def _restore(self) -> bool:
+        """Start the VM from its shape's template (made first if there is
+        none); False when it has no shape, or the restore failed (said in
+        the log), for a cold boot instead."""
+        shape = template.shape_of(self.settings)
+        if shape is None:
+            return False
+        started = time.monotonic()
+        try:
+            saved = template.ensure(shape, self.settings.boot_timeout)
+        except (IsoboxError, OSError) as exc:
+            log(f"no VM template ({exc}): booting")
+            return False
+        made = time.monotonic()
+        state = os.open(saved.state, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self._spawn_qemu(template.restore_spec(shape, saved, self.settings),
+                             {template.INCOMING_FD: state})
+        finally:
+            os.close(state)
+        assert self.qmp is not None
+        try:
+            template.receive(self.qmp, self.settings.boot_timeout)
+            for index, disk in enumerate(self.settings.disks):
+                for command, arguments in qemu.hotplug_disk_commands(
+                        index, qemu.Disk(disk.path, disk.serial, disk.readonly)):
+                    self.qmp.execute(command, arguments)
+            self.call("wake", template.wake_request(), timeout=self.settings.boot_timeout)
+        except (IsoboxError, OSError, ValueError) as exc:
+            log(f"restoring the VM template failed ({exc}): discarding it and booting")
+            self._end_qemu()
+            template.discard(saved)
+            return False
+        self.restored = True
+        log(f"restored from template {saved.name} in {time.monotonic() - made:.2f}s"
+            + (f" (made in {made - started:.2f}s)" if made - started > 0.5 else ""))
+        return True
 
     def call(self, op: str, fields: dict[str, object],
              timeout: float = SETUP_TIMEOUT) -> dict[str, Any]:
@@ -232,7 +245,8 @@ class Keeper:
         s = self.settings
         self.call("storage", s.storage_request())
         if s.nics or s.hostname or s.sysctls:
-            self.call("network", s.network_request())
+            self.call("network", s.network_request(
+                template.TEMPLATE_MAC if self.restored else None))
         size = None
         if self.tty:
             rows, cols = console.get_size(self.stdio[0])

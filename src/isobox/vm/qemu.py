@@ -30,6 +30,7 @@ KERNEL_CMDLINE = ("console=ttyS0 quiet panic=-1 i8042.noaux i8042.nomux i8042.no
                   "i8042.dumbkbd tsc=reliable no_timer_check cryptomgr.notests acpi=noirq")
 _SERIAL_MAX = 20  # virtio-blk's id field
 _CACHE_WRITABLE = "writeback"  # honours the guest's flushes, unlike "unsafe"
+SCSI_BUS = "scsi0"
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class Share:
 
 @dataclass(frozen=True)
 class Nic:
-    tap: str
+    tap: str  #: "" for a NIC with no backend (a template's, before a restore gives it one)
     mac: str
 
 
@@ -68,6 +69,16 @@ class VmSpec:
     nics: list[Nic] = field(default_factory=list)
     cmdline_extra: str = ""
     machine: str = DEFAULT_MACHINE
+    #: Guest RAM in this file (a template's), mapped shared to make it or
+    #: private to restore from it; else anonymous memory.
+    memory_path: str | None = None
+    memory_shared: bool = False
+    #: The devices of a VM that can be templated: a SCSI bus for disks
+    #: hotplugged after a restore, and a VM generation ID (its change on
+    #: every restore makes the guest kernel reseed its RNG).
+    hotplug: bool = False
+    #: Wait for a saved state over QMP (``migrate-incoming``) instead of booting.
+    incoming: bool = False
 
 
 def find_binary(name: str | None = None) -> str:
@@ -82,12 +93,19 @@ def command(spec: VmSpec, binary: str | None = None) -> list[str]:
     _validate(spec)
     # TCG: a small translation cache (the default reserves 1 GiB, and fills it).
     accel = "tcg,tb-size=64" if spec.accel == "tcg" else spec.accel
-    argv = [find_binary(binary), "-M", _machine(spec.machine), "-accel", accel,
+    machine = _machine(spec.machine)
+    if spec.memory_path is not None:
+        machine += ",memory-backend=ram0"
+    argv = [find_binary(binary), "-M", machine, "-accel", accel,
             "-cpu", "host" if spec.accel == "kvm" else "max",
             "-m", str(spec.memory_mb), "-smp", str(spec.cpus),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", spec.kernel, "-initrd", spec.initrd,
             "-append", f"{KERNEL_CMDLINE} {spec.cmdline_extra}".strip()]
+    if spec.memory_path is not None:
+        argv += ["-object", f"memory-backend-file,id=ram0,size={spec.memory_mb}M,"
+                            f"mem-path={_escape(spec.memory_path)},"
+                            f"share={'on' if spec.memory_shared else 'off'}"]
     if spec.console_log:
         argv += ["-chardev", f"file,id=console,path={_escape(spec.console_log)}",
                  "-serial", "chardev:console"]
@@ -109,10 +127,30 @@ def command(spec: VmSpec, binary: str | None = None) -> list[str]:
         argv += ["-fsdev", f"local,id=fs{i},path={_escape(share.path)},"
                            f"security_model=passthrough,multidevs=remap{readonly}",
                  "-device", f"virtio-9p-pci,fsdev=fs{i},mount_tag={share.tag}"]
+    if spec.hotplug:
+        argv += ["-device", f"virtio-scsi-pci,id={SCSI_BUS}", "-device", "vmgenid,guid=auto"]
     for i, nic in enumerate(spec.nics):
-        argv += ["-netdev", f"tap,id=net{i},ifname={nic.tap},script=no,downscript=no",
-                 "-device", f"virtio-net-pci,netdev=net{i},mac={nic.mac}"]
+        if nic.tap:
+            argv += ["-netdev", f"tap,id=net{i},ifname={nic.tap},script=no,downscript=no",
+                     "-device", f"virtio-net-pci,netdev=net{i},mac={nic.mac}"]
+        else:
+            argv += ["-device", f"virtio-net-pci,mac={nic.mac}"]
+    if spec.incoming:
+        argv += ["-incoming", "defer"]
     return argv
+
+
+def hotplug_disk_commands(index: int, disk: Disk) -> list[tuple[str, dict[str, object]]]:
+    """QMP commands that attach ``disk`` to a running VM's SCSI bus as LUN
+    ``index`` (the guest finds it by its serial, as a virtio disk)."""
+    node = f"hp{index}"
+    return [
+        ("blockdev-add", {"node-name": node, "driver": disk.format, "read-only": disk.readonly,
+                          "file": {"driver": "file", "filename": disk.path,
+                                   "read-only": disk.readonly}}),
+        ("device_add", {"driver": "scsi-hd", "id": f"hpdisk{index}", "bus": f"{SCSI_BUS}.0",
+                        "scsi-id": 0, "lun": index, "drive": node, "serial": disk.serial}),
+    ]
 
 
 def qemu_version(binary: str | None = None) -> str:
@@ -159,7 +197,7 @@ def _validate(spec: VmSpec) -> None:
     for nic in spec.nics:
         if not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", nic.mac):
             raise InvalidArgument(f"NIC MAC {nic.mac!r} is malformed")
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", nic.tap):
+        if nic.tap and not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", nic.tap):
             raise InvalidArgument(f"tap name {nic.tap!r} is not a valid interface name")
     if spec.disks and any(d.format not in ("raw", "qcow2") for d in spec.disks):
         raise InvalidArgument("disk format must be raw or qcow2")

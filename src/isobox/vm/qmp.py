@@ -1,5 +1,6 @@
-"""Just enough QMP (QEMU's JSON monitor protocol) to pause and resume a VM:
-the greeting, ``qmp_capabilities``, then one command at a time."""
+"""Just enough QMP (QEMU's JSON monitor protocol) for the keeper and the
+template maker: the greeting, ``qmp_capabilities``, then one command at a
+time (pause, resume, migration, hotplug)."""
 
 from __future__ import annotations
 
@@ -40,8 +41,23 @@ class Qmp:
             raise IsoboxError("QMP sent something that is not an object")
         return message
 
-    def _command(self, name: str, deadline: float) -> dict[str, object]:
-        os.write(self.fd, json.dumps({"execute": name}).encode() + b"\n")
+    def _command(self, name: str, deadline: float,
+                 arguments: dict[str, object] | None = None,
+                 fd: int | None = None) -> dict[str, object]:
+        command: dict[str, object] = {"execute": name}
+        if arguments:
+            command["arguments"] = arguments
+        data = json.dumps(command).encode() + b"\n"
+        if fd is None:
+            os.write(self.fd, data)
+        else:  # SCM_RIGHTS along with the command (getfd)
+            import socket
+
+            carrier = socket.socket(fileno=os.dup(self.fd))
+            try:
+                socket.send_fds(carrier, [data], [fd])
+            finally:
+                carrier.close()
         while True:
             reply = self._read_message(deadline)
             if "event" in reply:
@@ -52,10 +68,28 @@ class Qmp:
                 raise IsoboxError(f"QEMU refused {name}: {desc}")
             return reply
 
-    def execute(self, name: str, timeout: float = TIMEOUT) -> dict[str, object]:
+    def execute(self, name: str, arguments: dict[str, object] | None = None,
+                timeout: float = TIMEOUT, fd: int | None = None) -> dict[str, object]:
+        """``fd``: a descriptor passed with the command (``getfd`` takes it)."""
         deadline = time.monotonic() + timeout
         if not self._ready:
             self._read_message(deadline)  # the greeting
             self._command("qmp_capabilities", deadline)
             self._ready = True
-        return self._command(name, deadline)
+        return self._command(name, deadline, arguments, fd)
+
+    def wait_migration(self, timeout: float) -> None:
+        """Until the migration (out or in) has completed; raises if it failed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self.execute("query-migrate", timeout=max(deadline - time.monotonic(), 0.01))
+            answer = reply.get("return")
+            status = answer.get("status") if isinstance(answer, dict) else None
+            if status == "completed":
+                return
+            if status in ("failed", "cancelled"):
+                error = answer.get("error-desc") if isinstance(answer, dict) else None
+                raise IsoboxError(f"VM state transfer {status}: {error or 'see the QEMU log'}")
+            if time.monotonic() > deadline:
+                raise Unavailable(f"VM state transfer did not complete within {timeout:.0f}s")
+            time.sleep(0.005)

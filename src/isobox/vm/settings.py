@@ -7,7 +7,7 @@ and the keeper acts on. Checked field by field, like the rest of shim.json.
     "vm": {"qemu": str | null, "kernel": str, "initrd": str, "accel": "kvm"|"tcg",
            "memory_mb": int, "cpus": int, "boot_timeout": float,
            "console_log": str | null, "hostname": str, "sysctls": {net.*: str},
-           "ephemeral": bool,
+           "ephemeral": bool, "templates": str | null,
            "disks": [{"path": str, "serial": str, "readonly": bool,
                       "fstype": "erofs"|"ext4", "role": "layer"|"upper"}],
            "shares": [{"tag": str, "path": str, "readonly": bool}],
@@ -95,6 +95,7 @@ class VmSettings:
         "qemu",
         "shares",
         "sysctls",
+        "templates",
     )
 
     def __init__(self, raw: Any) -> None:
@@ -118,6 +119,8 @@ class VmSettings:
         #: Nothing to keep at the end (--rm: the writable layer is the guest's
         #: tmpfs), so the VM is stopped hard as soon as the container exits.
         self.ephemeral: bool = _check(raw, "ephemeral", bool, False)
+        #: Where VM templates live (see isobox.vm.template); None: always boot.
+        self.templates: str | None = _check(raw, "templates", str)
         self.disks = [Disk(d) for d in _check(raw, "disks", list, [])]
         self.shares = [Share(s) for s in _check(raw, "shares", list, [])]
         self.nics = [Nic(n) for n in _check(raw, "nics", list, [])]
@@ -134,10 +137,12 @@ class VmSettings:
             "shares": [{"tag": s.tag, "readonly": s.readonly} for s in self.shares],
         }
 
-    def network_request(self) -> dict[str, object]:
+    def network_request(self, current_mac: str | None = None) -> dict[str, object]:
+        """``current_mac``: the NIC's address now (restored from a template)."""
+        found = {} if current_mac is None else {"current_mac": current_mac}
         return {
             "interfaces": [{"mac": n.mac, "name": f"eth{i}", "address": n.address,
-                            "gateway": n.gateway if i == 0 else None, "mtu": n.mtu}
+                            "gateway": n.gateway if i == 0 else None, "mtu": n.mtu, **found}
                            for i, n in enumerate(self.nics)],
             "hostname": self.hostname or None,
             "sysctls": self.sysctls,

@@ -53,3 +53,13 @@ def test_ipv6_default_route():
     commands = network.ip_commands(iface(address="fd00::5/64", gateway="fd00::1"), "eth0")
     assert commands[-1] == ["/bin/busybox", "ip", "-6", "route", "replace", "default", "via",
                             "fd00::1", "dev", "eth0"]
+
+
+def test_a_template_nic_is_found_by_its_mac_and_given_the_containers():
+    restored = iface(current_mac="02:1B:0B:00:00:01")
+    assert restored.current_mac == "02:1b:0b:00:00:01" and restored.mac == "02:00:00:00:00:01"
+    assert network.ip_commands(restored, "eth0", "/bb")[:2] == [
+        ["/bb", "ip", "link", "set", "dev", "eth0", "down"],
+        ["/bb", "ip", "link", "set", "dev", "eth0", "address", "02:00:00:00:00:01"],
+    ]
+    assert iface().current_mac == iface().mac  # a booted VM's NIC already has it

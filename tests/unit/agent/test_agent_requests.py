@@ -117,3 +117,18 @@ def test_exec_signal_resize():
             rq.parse_signal(bad)
     with pytest.raises(InvalidArgument):
         rq.parse_exec({"stream": 2})
+
+
+def test_wake_parsed():
+    req = rq.parse_wake({"time_ns": 1_795_863_011_000_000_000, "entropy": "ab" * 32})
+    assert req.time_ns == 1_795_863_011_000_000_000 and req.entropy == b"\xab" * 32
+
+
+@pytest.mark.parametrize("msg", [
+    {"entropy": "ab" * 32}, {"time_ns": -1, "entropy": "ab" * 32},
+    {"time_ns": 1, "entropy": "xyz"}, {"time_ns": 1, "entropy": "ab"},
+    {"time_ns": 1, "entropy": "ab" * 600}, {"time_ns": "1", "entropy": "ab" * 32},
+])
+def test_wake_refused(msg):
+    with pytest.raises(InvalidArgument):
+        rq.parse_wake(msg)

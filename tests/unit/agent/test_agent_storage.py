@@ -30,6 +30,18 @@ def test_find_disk_by_serial(tmp_path):
     assert storage.find_disk("upper", str(tmp_path / "nothing")) is None
 
 
+def test_a_hotplugged_scsi_disk_is_found_by_its_vpd_serial(tmp_path):
+    sys_root = fake_sys(tmp_path, {"vda": b"l0\n", "sda": b"", "sdb": b""})
+    for name, serial in (("sda", b"l1"), ("sdb", b"upper")):
+        device = sys_root / "block" / name / "device"
+        device.mkdir()
+        (device / "vpd_pg80").write_bytes(b"\x00\x80\x00" + bytes([len(serial)]) + serial)
+    assert storage.find_disk("upper", str(sys_root)) == "/dev/sdb"
+    assert storage.find_disk("l1", str(sys_root)) == "/dev/sda"
+    assert storage.find_disk("l0", str(sys_root)) == "/dev/vda"
+    assert storage.find_disk("l2", str(sys_root)) is None
+
+
 def test_a_long_serial_matches_what_the_device_kept(tmp_path):
     digest = "0123456789abcdef0123456789abcdef"
     sys_root = fake_sys(tmp_path, {"vda": digest[:20].encode() + b"\n"})
