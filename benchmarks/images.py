@@ -456,13 +456,14 @@ def main() -> int:
             "python": platform.python_version(), "rounds": a.rounds, "warmup": a.warmup,
             "image": {"layers": facts["layers"], "uncompressed_mb": round(mbytes, 1),
                       "layer_mb": [round(s / 1e6, 1) for s in facts["layer_bytes"]]},
+            "filesystem": _filesystem("/tmp"),
             "versions": _versions(docker), "notes": notes}
     if a.json:
         print(json.dumps({"meta": meta, "results": rows, "profile": profile or None},
                          indent=2))
         return 0
     print(f"{meta['date']}  {meta['machine']}  python {meta['python']}  "
-          f"rounds={a.rounds} warmup={a.warmup}")
+          f"rounds={a.rounds} warmup={a.warmup}  /tmp: {meta['filesystem']}")
     print(f"image: {facts['layers']} layers, {mbytes:.1f} MB uncompressed "
           f"({', '.join(f'{s:.1f}' for s in meta['image']['layer_mb'])} MB)")
     for name, version in meta["versions"].items():
@@ -473,6 +474,30 @@ def main() -> int:
     if profile:
         print(profile)
     return 0
+
+
+def _filesystem(path: str) -> str:
+    """The filesystem type of ``path``, and for ext4 whether it has a journal:
+    without one, ext4 skips recently freed inodes one by one on every file it
+    creates, which makes file creation much slower right after a big delete
+    (see docs/benchmarks.md)."""
+    best, fstype, device = "", "?", ""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            mount_point = fields[4]
+            rest = fields[fields.index("-") + 1:]
+            if (path == mount_point or path.startswith(mount_point.rstrip("/") + "/")) \
+                    and len(mount_point) >= len(best):
+                best, fstype, device = mount_point, rest[0], rest[1]
+    if fstype != "ext4":
+        return fstype
+    try:
+        with open(f"/sys/fs/ext4/{os.path.basename(device)}/journal_task") as f:
+            task = f.read().strip()
+    except OSError:
+        return "ext4"
+    return "ext4, no journal" if task in ("", "<none>") else "ext4, journaled"
 
 
 def _versions(docker: Dockerd | None) -> dict[str, str]:
