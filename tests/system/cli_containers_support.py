@@ -164,6 +164,49 @@ def _container_dir_of_fds(pid: int, prefix: str) -> str:
     return ""
 
 
+def launchers_under(base: Path) -> dict[int, str]:
+    """pid -> socket, for every shared warm shim launcher (``python -m
+    isobox.shim.zygote --keep N SOCK``) whose socket is under ``base``; the
+    monitors it forked keep its command line but are named isobox-shim."""
+    prefix = str(base).rstrip("/") + "/"
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+            with open(f"/proc/{entry}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        argv = [a for a in argv if a]
+        if ("isobox.shim.zygote" in argv and "--keep" in argv and comm != "isobox-shim"
+                and argv[-1].startswith(prefix)):
+            found[int(entry)] = argv[-1]
+    return found
+
+
+def launcher_pid(root: Path) -> int | None:
+    """The pid of a root's shared launcher once it listens, else None."""
+    try:
+        pid = int((root / "run" / "shim-zygote.pid").read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if pid in launchers_under(root) else None
+
+
+def stop_launchers(base: Path) -> None:
+    """Stop (by pid) every shared launcher of a root under ``base``: they
+    outlive the commands that start them, not the test session."""
+    for pid in launchers_under(base):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    until(lambda: not launchers_under(base), timeout=10)
+
+
 def cgroups_of(cid: str) -> list[str]:
     base = Path("/sys/fs/cgroup")
     return [str(p) for p in base.glob(f"*/isobox/{cid}") if p.is_dir()]
@@ -240,6 +283,7 @@ def make_box(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Is
             box("rm", "-f", cid, check=False)
         for pid in shim_processes(box.root):
             kill_pid(pid)
+        stop_launchers(box.root)
         destroy_networks(box.root)
 
 

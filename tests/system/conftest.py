@@ -4,6 +4,7 @@ debootstrap), skipped unless ISOBOX_SLOW_TESTS=1."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -19,3 +20,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_launchers_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The CLI's shared shim launchers (one per root, detached, kept while
+    used) of this session's temporary roots are stopped, by pid, at its end."""
+    yield
+    from tests.system.cli_containers_support import stop_launchers
+
+    stop_launchers(tmp_path_factory.getbasetemp())

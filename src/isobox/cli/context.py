@@ -40,7 +40,11 @@ class Context:
 
 
 def make_context(root: str | None, insecure: tuple[str, ...]) -> Context:
-    return Context(load_config(root, insecure_registries=list(insecure)))
+    from isobox.engine import zygote
+
+    config = load_config(root, insecure_registries=list(insecure))
+    zygote.use_shared(config)  # monitors forked by the root's warm launcher
+    return Context(config)
 
 
 pass_ctx = click.make_pass_decorator(Context)

@@ -1,30 +1,70 @@
-"""The ``isobox`` command: Docker's verbs, daemonless, straight over the engine."""
+"""The ``isobox`` command: Docker's verbs, daemonless, straight over the engine.
+
+Command modules are imported when a command needs them: ``isobox run``
+imports the run flags, not the image, volume or network verbs (each CLI
+start pays only for what it runs)."""
 
 from __future__ import annotations
 
-import json
+import importlib
 import sys
 
 import click
 
 from isobox import __version__
-from isobox.cli import (
-    build_cmds,
-    fs_cmds,
-    manage_cmds,
-    monitor_cmds,
-    network_cmds,
-    system_cmds,
-    vm_cmds,
-    volume_cmds,
-)
-from isobox.cli import containers as container_commands
-from isobox.cli import images as image_commands
-from isobox.cli import run as run_commands
-from isobox.cli.context import Context, make_context, pass_ctx
+from isobox.cli.context import Context, fail, make_context, pass_ctx
+from isobox.errors import IsoboxError
+
+#: Every command module, in registration order (a later one may add to a
+#: group an earlier one made: ``container``, ``image``, ``system``).
+MODULES = ("images", "containers", "run", "monitor_cmds", "fs_cmds", "manage_cmds",
+           "volume_cmds", "system_cmds", "network_cmds", "vm_cmds", "build_cmds")
+
+#: Top-level commands whose module alone is enough (checked by the unit
+#: tests against the full registration); any other name loads every module.
+ALONE = {
+    **dict.fromkeys(("run", "create", "exec", "attach"), "run"),
+    **dict.fromkeys(("ps", "start", "stop", "restart", "kill", "pause", "unpause", "rm",
+                     "logs", "wait", "rename"), "containers"),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class IsoboxGroup(click.Group):
+    """The top-level group: command modules registered on first need."""
+
+    loaded: set[str]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.loaded = set()
+        self.complete = False
+
+    def load(self, module: str) -> None:
+        if module not in self.loaded:
+            importlib.import_module(f"isobox.cli.{module}").register(self)
+            self.loaded.add(module)
+
+    def load_all(self) -> None:
+        if not self.complete:
+            for module in MODULES:  # all of them, in order, even if one was loaded alone
+                importlib.import_module(f"isobox.cli.{module}").register(self)
+                self.loaded.add(module)
+            self.complete = True
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if not self.complete:
+            if cmd_name in ALONE and cmd_name not in self.commands:
+                self.load(ALONE[cmd_name])
+            elif cmd_name not in ALONE:
+                self.load_all()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self.load_all()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=IsoboxGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-v", "--version", prog_name="isobox")
 @click.option("--root", envvar="ISOBOX_ROOT", default=None,
               help="State directory (default /var/lib/isobox; also ISOBOX_ROOT)")
@@ -33,7 +73,10 @@ from isobox.cli.context import Context, make_context, pass_ctx
 @click.pass_context
 def cli(click_ctx: click.Context, root: str | None, insecure: tuple[str, ...]) -> None:
     """isobox: containers with process or VM isolation, Docker's interface."""
-    click_ctx.obj = make_context(root, insecure)
+    try:
+        click_ctx.obj = make_context(root, insecure)
+    except IsoboxError as exc:  # a bad settings file: one line, not a traceback
+        fail(str(exc), 125)
 
 
 @cli.command()
@@ -41,6 +84,8 @@ def cli(click_ctx: click.Context, root: str | None, insecure: tuple[str, ...]) -
 @pass_ctx
 def info(ctx: Context, fmt: str) -> None:
     """Show what this host offers to containers."""
+    import json
+
     from isobox.engine.hostinfo import host_facts
 
     facts = host_facts(ctx.config)
@@ -51,19 +96,6 @@ def info(ctx: Context, fmt: str) -> None:
         if isinstance(value, dict):
             value = ", ".join(f"{k} ({v})" for k, v in value.items())
         click.echo(f"{key}: {value}")
-
-
-image_commands.register(cli)
-container_commands.register(cli)
-run_commands.register(cli)
-monitor_cmds.register(cli)
-fs_cmds.register(cli)
-manage_cmds.register(cli)
-volume_cmds.register(cli)
-system_cmds.register(cli)
-network_cmds.register(cli)
-vm_cmds.register(cli)
-build_cmds.register(cli)
 
 
 def main() -> None:

@@ -12,7 +12,11 @@ from isobox.errors import InvalidArgument
 DEFAULT_ROOT = "/var/lib/isobox"
 DEFAULT_RUN_ROOT = "/run/isobox"
 DEFAULT_SETTINGS_FILE = "/etc/isobox/daemon.json"
-SETTING_KEYS = ("default-isolation", "vm")
+SETTING_KEYS = ("default-isolation", "vm", "shim-launcher")
+#: How long the CLI's warm shim launcher waits for the next launch before it
+#: exits (seconds): ``{"shim-launcher": {"idle-timeout": N}}`` in the settings
+#: file; 0 turns it off (each monitor a new interpreter), negative: never exits.
+DEFAULT_LAUNCHER_IDLE = 600.0
 
 
 class EngineConfig(SimpleNamespace):
@@ -31,8 +35,11 @@ class EngineConfig(SimpleNamespace):
     #: (process|vm|hyperv) and ``vm`` ({kernel, initrd, accel, memory-mb, cpus, boot-timeout}).
     settings: dict[str, Any]
     settings_file: str
-    #: A warm shim launcher's socket (isoboxd runs one), or None.
+    #: A warm shim launcher's socket (isoboxd runs one; the CLI shares one per root), or None.
     shim_zygote: str | None = None
+    #: The CLI's: start a detached launcher on ``shim_zygote`` when none answers
+    #: there, which exits after this many idle seconds (negative: never). None: do not.
+    shim_zygote_keep: float | None = None
 
     @property
     def content_dir(self) -> str:
@@ -91,4 +98,14 @@ def _settings(path: str) -> dict[str, Any]:
     unknown = set(settings) - set(SETTING_KEYS)
     if unknown:
         raise InvalidArgument(f"{path}: unknown setting(s): {', '.join(sorted(unknown))}")
+    launcher = settings.get("shim-launcher", {})
+    if not isinstance(launcher, dict) or set(launcher) - {"idle-timeout"} or not isinstance(
+            launcher.get("idle-timeout", 0), (int, float)):
+        raise InvalidArgument(f'{path}: "shim-launcher": want {{"idle-timeout": SECONDS}}')
     return settings
+
+
+def launcher_idle(config: EngineConfig) -> float:
+    """The CLI's warm launcher's idle timeout (see DEFAULT_LAUNCHER_IDLE)."""
+    launcher = config.settings.get("shim-launcher") or {}
+    return float(launcher.get("idle-timeout", DEFAULT_LAUNCHER_IDLE))

@@ -344,7 +344,8 @@ class ContainerService:
         state_file = os.path.join(self.dir(record.id), "state.json")
         if os.path.exists(state_file):
             os.unlink(state_file)  # a previous run's; the new monitor writes its own
-        launch(self.dir(record.id), zygote=self.config.shim_zygote)
+        launch(self.dir(record.id), zygote=self.config.shim_zygote,
+               zygote_keep=self.config.shim_zygote_keep)
 
     def start(self, ref: str) -> ContainerRecord:
         record = self.get(ref)

@@ -1,7 +1,10 @@
-"""The warm shim launcher a long-lived engine user (isoboxd) keeps: see
-:mod:`isobox.shim.zygote`. ``start`` runs it and points the config at it;
-the engine's launches go through it and fall back to a plain start when it
-does not answer."""
+"""The warm shim launchers (see :mod:`isobox.shim.zygote`).
+
+``start`` runs isoboxd's, a child of the daemon, and points the config at
+it. ``use_shared`` points a CLI's config at its root's shared, detached one
+(``<run root>/shim-zygote.sock``), which the first launch that finds none
+answering starts in the background. Launches go through the launcher and
+fall back to a plain start when it does not answer."""
 
 from __future__ import annotations
 
@@ -10,10 +13,38 @@ import signal
 import subprocess
 import sys
 
-from isobox.engine.config import EngineConfig
+from isobox.engine.config import EngineConfig, launcher_idle
 from isobox.errors import Unavailable
 
 READY_TIMEOUT = 30.0
+SHARED = "shim-zygote.sock"
+
+
+def shared_socket(config: EngineConfig) -> str:
+    """The socket of a root's shared launcher (``.pid``, ``.lock``, ``.log`` beside it)."""
+    return os.path.join(config.run_root, SHARED)
+
+
+def use_shared(config: EngineConfig) -> None:
+    """Launch this process's monitors through the root's shared launcher,
+    started on first use; nothing when the settings turn it off."""
+    idle = launcher_idle(config)
+    if idle == 0:
+        return
+    config.shim_zygote = shared_socket(config)
+    config.shim_zygote_keep = idle
+
+
+def shared_pid(config: EngineConfig) -> int | None:
+    """The pid of the root's shared launcher, if one is running."""
+    try:
+        with open(os.path.join(config.run_root, "shim-zygote.pid")) as f:
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    return pid if os.fsencode(shared_socket(config)) in argv else None
 
 
 def _die_with_parent() -> None:

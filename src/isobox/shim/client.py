@@ -42,9 +42,28 @@ _KINDS: dict[str, type[IsoboxError]] = {
 }
 
 
-def _through_zygote(zygote: str, container_dir: str, ready_w: int, stderr_fd: int) -> bool:
-    """Ask a warm launcher (isobox.shim.zygote) to fork the shim; False if
-    there is none answering (the caller then starts one the slow way)."""
+def _zygote_request(container_dir: str) -> bytes:
+    """DIR and what a plain launch would hand down (see isobox.shim.zygote)."""
+    import resource
+
+    from isobox.shim.zygote import identity
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    src, python = identity()
+    limits = ",".join(f"{n}:{':'.join(map(str, resource.getrlimit(n)))}" for n in _RLIMITS)
+    fields = [f"src={src}", f"python={python}", f"umask={umask:o}", f"rlimits={limits}",
+              f"path={os.environ.get('PATH') or DEFAULT_PATH}"]
+    return b"\0".join([os.fsencode(container_dir), *(os.fsencode(f) for f in fields)])
+
+
+_RLIMITS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)  # RLIMIT_CPU..RLIMIT_RTTIME
+
+
+def _through_zygote(zygote: str, container_dir: str, ready_w: int, stderr_fd: int) -> str:
+    """Ask a warm launcher (isobox.shim.zygote) to fork the shim: "ok";
+    "stale" if it is out of date (it exits); "" if none answers. The caller
+    then starts the shim the slow way."""
     import array
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -52,21 +71,45 @@ def _through_zygote(zygote: str, container_dir: str, ready_w: int, stderr_fd: in
         sock.settimeout(5)
         with ShortPath(zygote) as short:
             sock.connect(short)
-        sock.sendmsg([os.fsencode(container_dir)],
+        sock.sendmsg([_zygote_request(container_dir)],
                      [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                        array.array("i", [ready_w, stderr_fd]))])
-        return sock.recv(16) == b"ok"
+        answer = sock.recv(16)
+        return answer.decode() if answer in (b"ok", b"stale") else ""
     except OSError as exc:
         log.debug("zygote %s: %s", zygote, exc)
-        return False
+        return ""
     finally:
         sock.close()
 
 
+def spawn_zygote(zygote: str, keep: float, python: str = sys.executable) -> None:
+    """Start a detached warm launcher on ``zygote`` for later launches (it
+    exits after ``keep`` idle seconds, never if negative) and do not wait for
+    it; a second one started at once finds the first's lock and leaves."""
+    base = zygote[:-5] if zygote.endswith(".sock") else zygote
+    try:
+        os.makedirs(os.path.dirname(zygote), mode=0o711, exist_ok=True)  # a new root's
+        with open(base + ".log", "ab") as err:
+            subprocess.Popen(
+                [python, "-I", "-m", "isobox.shim.zygote", "--keep", str(keep), zygote],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                start_new_session=True, cwd="/",
+                env={"PATH": os.environ.get("PATH") or DEFAULT_PATH})
+    except OSError as exc:
+        log.debug("cannot start the shim launcher %s: %s", zygote, exc)
+
+
 def launch(container_dir: str, *, python: str = sys.executable,
-           timeout: float = LAUNCH_TIMEOUT, zygote: str | None = None) -> int:
+           timeout: float = LAUNCH_TIMEOUT, zygote: str | None = None,
+           zygote_keep: float | None = None) -> int:
     """Start the shim of a prepared container directory; its pid once the
     container is created.
+
+    Through the warm launcher ``zygote`` when it answers. ``zygote_keep``
+    not None: when none answers there (or it is stale), this launch goes the
+    plain way and a detached launcher is started there for the next ones
+    (see :func:`spawn_zygote`).
 
     Raises CommandNotFound (127), CannotInvoke (126) or IsoboxError (125)
     with the shim's message when it cannot create the container; by then the
@@ -77,14 +120,16 @@ def launch(container_dir: str, *, python: str = sys.executable,
     proc = None
     try:
         with open(os.path.join(container_dir, SHIM_LOG), "ab") as stderr:
-            if zygote is None or not _through_zygote(zygote, container_dir, w,
-                                                     stderr.fileno()):
+            if zygote is None or _through_zygote(zygote, container_dir, w,
+                                                 stderr.fileno()) != "ok":
                 log.debug("launch %s", argv)
                 proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
                     pass_fds=(w,), start_new_session=True, cwd="/",
                     env={"PATH": os.environ.get("PATH") or DEFAULT_PATH},
                 )
+                if zygote is not None and zygote_keep is not None:
+                    spawn_zygote(zygote, zygote_keep, python)
     except BaseException:
         os.close(r)
         raise

@@ -1,16 +1,36 @@
 """A shim launcher that is already warm: ``python -I -m isobox.shim.zygote SOCK``.
 
-A long-lived caller (``isoboxd``) starts one; each launch then costs a fork
-instead of a Python start-up and the shim's and runtime's imports (about
-30 ms of a container's start). The zygote is single-threaded (a fork of a
-threaded daemon could inherit a lock held by another thread) and does
-nothing else: it accepts a connection on SOCK (mode 0600), receives the
-container directory and two fds (the ready pipe's write end and the shim's
-stderr, over SCM_RIGHTS), forks, and the child runs exactly what
-``python -m isobox.shim D --ready-fd N`` runs. The child's own first act is
-the shim's fork-and-exit, which the zygote reaps at once; the shim is then
-nobody's child but init's, so the daemon and the zygote may die and
-restart without touching it (live restore).
+A caller starts one; each launch then costs a fork instead of a Python
+start-up and the shim's and runtime's imports (about 50 ms of a container's
+start), and the monitors it forks share its pages copy-on-write. The zygote
+is single-threaded (a fork of a threaded process could inherit a lock held
+by another thread) and does nothing else: it accepts a connection on SOCK
+(mode 0600), receives the container directory and two fds (the ready pipe's
+write end and the shim's stderr, over SCM_RIGHTS), forks, and the child runs
+exactly what ``python -m isobox.shim D --ready-fd N`` runs. The child's own
+first act is the shim's fork-and-exit, which the zygote reaps at once; the
+shim is then nobody's child but init's, so the caller and the zygote may die
+and restart without touching it (live restore).
+
+Two kinds of owner:
+
+- ``isoboxd`` runs one as its child (``isobox.engine.zygote.start``): it dies
+  with the daemon.
+- The CLI's is per root, shared and detached (``--keep IDLE``): the first
+  command that launches a monitor starts it in the background (that launch
+  itself goes the plain way), it holds ``NAME.lock`` (flock) for its life and
+  writes its pid to ``NAME.pid`` (NAME: SOCK without ``.sock``), and it exits
+  after IDLE seconds without a launch (never when IDLE is negative), when
+  its socket is removed or replaced, or when it is **stale**: a request from
+  another isobox installation (its package directory or Python differ), or
+  any isobox module it has imported (or a package directory) changed on disk
+  since it started. A stale zygote answers ``stale`` without forking, so the
+  caller launches the plain way and starts a fresh zygote.
+
+A request is ``DIR`` optionally followed by NUL-separated ``key=value``
+fields: ``src`` and ``python`` (the caller's isobox package directory and
+interpreter: checked), ``path``, ``umask`` and ``rlimits`` (``n:soft:hard``
+items): what the shim would have inherited from the caller in a plain launch.
 """
 
 from __future__ import annotations
@@ -21,19 +41,62 @@ import os
 import signal
 import sys
 
-MAX_MESSAGE = 4096
+MAX_MESSAGE = 16384
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+LOCK_WAIT = 5.0  # a stale predecessor is on its way out: wait this long for its lock
 
 
-def _receive(conn: socket.socket) -> tuple[str, list[int]]:
+def _receive(conn: socket.socket) -> tuple[bytes, list[int]]:
     fds = array.array("i")
     msg, ancdata, _, _ = conn.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(2 * fds.itemsize))
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
-    return msg.decode(errors="surrogateescape"), list(fds)
+    return msg, list(fds)
 
 
-def _child(directory: str, ready_fd: int, stderr_fd: int, listener: socket.socket) -> None:
+def parse_request(msg: bytes) -> tuple[str, dict[str, str]]:
+    """(container directory, fields) of a request."""
+    head, *rest = msg.split(b"\0")
+    fields = {}
+    for item in rest:
+        key, _, value = item.decode(errors="surrogateescape").partition("=")
+        fields[key] = value
+    return head.decode(errors="surrogateescape"), fields
+
+
+def identity() -> tuple[str, str]:
+    """(isobox's package directory, the environment and interpreter): what
+    makes a zygote this installation's."""
+    import isobox
+
+    return (os.path.dirname(os.path.abspath(isobox.__file__)),
+            f"{sys.prefix}:{os.path.realpath(sys.executable)}")
+
+
+def _apply_inherited(fields: dict[str, str]) -> None:
+    """In the child: what a plain launch would have inherited from the caller."""
+    path = fields.get("path") or os.environ.get("PATH") or DEFAULT_PATH
+    os.environ.clear()  # a shim's environment: PATH alone, as launch() gives it
+    os.environ["PATH"] = path
+    if fields.get("umask", "").isdigit():
+        os.umask(int(fields["umask"], 8))
+    if fields.get("rlimits"):
+        import resource
+
+        for item in fields["rlimits"].split(","):
+            try:
+                which, soft, hard = (int(x) for x in item.split(":"))
+                if resource.getrlimit(which) != (soft, hard):
+                    resource.setrlimit(which, (soft, hard))
+            except (ValueError, OSError):
+                continue  # as much as this zygote may set
+
+
+def _child(directory: str, ready_fd: int, stderr_fd: int, listener: socket.socket,
+           fields: dict[str, str]) -> None:
+    import gc
+
     listener.close()
     os.setsid()
     with open("/proc/self/comm", "w") as comm:
@@ -46,11 +109,10 @@ def _child(directory: str, ready_fd: int, stderr_fd: int, listener: socket.socke
         if fd > 2:
             os.close(fd)
     os.chdir("/")
-    path = os.environ.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    os.environ.clear()  # a shim's environment: PATH alone, as launch() gives it
-    os.environ["PATH"] = path
+    _apply_inherited(fields)
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
+    gc.enable()
     from isobox.shim.main import main
 
     code = main([directory, "--ready-fd", str(ready_fd)])
@@ -58,17 +120,71 @@ def _child(directory: str, ready_fd: int, stderr_fd: int, listener: socket.socke
     os._exit(code)
 
 
-def serve(path: str) -> None:
-    # Warm: everything a shim and the built-in runtime import, once.
-    import isobox.runtime.create
-    import isobox.runtime.lifecycle
-    import isobox.shim.logs
-    import isobox.shim.main
-    import isobox.shim.monitor
-    import isobox.shim.runtimes
-    import isobox.shim.server  # noqa: F401
+class _Stamp:
+    """What the zygote's code was when it started: (mtime, size) of every
+    isobox module it imported and the mtime of each isobox package directory
+    (a file added or replaced by rename changes it)."""
 
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    def __init__(self) -> None:
+        self.files = self._files()
+        self.seen = self._read(self.files)
+
+    @staticmethod
+    def _files() -> list[str]:
+        files = set()
+        for name, module in list(sys.modules.items()):
+            if name == "isobox" or name.startswith("isobox."):
+                path = getattr(module, "__file__", None)
+                if path:
+                    files.add(path)
+                    files.add(os.path.dirname(path))
+        return sorted(files)
+
+    @staticmethod
+    def _read(files: list[str]) -> list[tuple[int, int]]:
+        out = []
+        for path in files:
+            try:
+                st = os.stat(path)
+                out.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                out.append((-1, -1))
+        return out
+
+    def changed(self) -> str | None:
+        """The first file or directory that changed since the start, or None."""
+        now = self._read(self.files)
+        if now == self.seen:
+            return None
+        return next(f for f, a, b in zip(self.files, now, self.seen, strict=True) if a != b)
+
+
+def _take_lock(path: str, wait: float) -> int | None:
+    """The flock that makes this zygote the root's only one; None if another
+    holds it for longer than ``wait`` seconds."""
+    import fcntl
+    import time
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.02)
+
+
+def _base(path: str) -> str:
+    return path[:-5] if path.endswith(".sock") else path
+
+
+def _bind(path: str) -> tuple[socket.socket, int]:
+    from isobox.linux.unixsock import ShortPath
+
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -76,23 +192,122 @@ def serve(path: str) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     old = os.umask(0o177)
     try:
-        listener.bind(path)
+        with ShortPath(path) as short:
+            listener.bind(short)
     finally:
         os.umask(old)
     listener.listen(64)
+    return listener, os.stat(path).st_ino
+
+
+def _ours(path: str, inode: int) -> bool:
+    try:
+        return os.stat(path).st_ino == inode
+    except OSError:
+        return False
+
+
+def _warm_runtime() -> None:
+    """What the built-in runtime would load after the fork, in every monitor:
+    this host's cgroup manager, shutil, libseccomp (dlopen and its probes)."""
+    import shutil  # noqa: F401
+
+    from isobox import cgroups
+    from isobox.errors import IsoboxError
+    from isobox.linux import seccomp
+
+    try:
+        if cgroups.detect_version() == 2:
+            import isobox.cgroups.v2.manager
+        else:
+            import isobox.cgroups.v1.manager  # noqa: F401
+    except IsoboxError:
+        pass
+    try:
+        seccomp._lib()
+    except IsoboxError as exc:
+        print(f"isobox-zygote: libseccomp not preloaded: {exc}", file=sys.stderr, flush=True)
+
+
+def serve(path: str, keep: float | None = None) -> None:
+    """Serve launches on ``path``. ``keep`` None: a child of its caller
+    (isoboxd), which stops it. Else the CLI's detached zygote for a root:
+    exits after ``keep`` idle seconds (never if negative) or when stale."""
+    import gc
+    import select
+    import time
+
+    # Warm: everything a shim and the built-in runtime import, once.
+    import isobox.runtime.create
+    import isobox.runtime.lifecycle
+    import isobox.shim.logs
+    import isobox.shim.main
+    import isobox.shim.monitor
+    import isobox.shim.rootfs
+    import isobox.shim.runtimes
+    import isobox.shim.server  # noqa: F401
+
+    _warm_runtime()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    lock = None
+    if keep is not None:
+        lock = _take_lock(_base(path) + ".lock", LOCK_WAIT)
+        if lock is None:
+            print("isobox-zygote: another launcher holds the lock; exiting", file=sys.stderr,
+                  flush=True)
+            return
+    listener, inode = _bind(path)
+    stamp = _Stamp() if keep is not None else None
+    mine = identity()
+    if keep is not None:
+        from isobox.linux.files import atomic_write
+
+        atomic_write(_base(path) + ".pid", f"{os.getpid()}\n".encode(), 0o644)
+    # Objects made so far stay put: the forked monitors then share their
+    # pages with this process instead of copying them when the collector
+    # walks them (CPython's gc.freeze, as Instagram's pre-fork servers).
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     print("ready", flush=True)
+    last = time.monotonic()
+    closing = False
     while True:
+        if keep is not None:
+            timeout = None if closing else 60.0
+            if keep >= 0 and not closing:
+                timeout = min(timeout or 60.0, max(0.0, last + keep - time.monotonic()))
+            if closing:
+                timeout = 0.0  # drain what is already queued, then go
+            ready, _, _ = select.select([listener], [], [], timeout)
+            if not ready:
+                if closing:
+                    break
+                if not _ours(path, inode) or (keep >= 0 and time.monotonic() >= last + keep):
+                    _retire(path, inode)
+                    closing = True
+                continue
         fd, _ = listener._accept()  # type: ignore[attr-defined]
         conn = socket.socket(fileno=fd)
         fds: list[int] = []
         try:
-            directory, fds = _receive(conn)
+            msg, fds = _receive(conn)
+            directory, fields = parse_request(msg)
             if len(fds) != 2 or not directory.startswith("/"):
                 continue
+            why = _stale(stamp, fields, mine)
+            if why:
+                conn.send(b"stale")
+                print(f"isobox-zygote: stale: {why}; exiting", file=sys.stderr, flush=True)
+                if not closing:
+                    _retire(path, inode)
+                    closing = True
+                continue
+            last = time.monotonic()
             pid = os.fork()
             if pid == 0:
                 conn.close()
-                _child(directory, fds[0], fds[1], listener)
+                _child(directory, fds[0], fds[1], listener, fields)
             os.waitpid(pid, 0)  # the child forks the shim and exits at once
             conn.send(b"ok")
         except OSError as exc:
@@ -101,10 +316,45 @@ def serve(path: str) -> None:
             for received in fds:
                 os.close(received)
             conn.close()
+    listener.close()
+
+
+def _stale(stamp: _Stamp | None, fields: dict[str, str], mine: tuple[str, str]) -> str:
+    """Why this zygote must not serve the request ("" if it may)."""
+    if stamp is None:
+        return ""  # isoboxd's: it lives and dies with its daemon
+    if "src" in fields and (fields["src"], fields.get("python", "")) != mine:
+        return f"a request from {fields['src']} ({fields.get('python')})"
+    changed = stamp.changed()
+    return f"{changed} changed" if changed else ""
+
+
+def _retire(path: str, inode: int) -> None:
+    """Take this zygote's names away (no new connection can arrive); what is
+    queued is still answered."""
+    if _ours(path, inode):
+        for name in (path, _base(path) + ".pid"):
+            try:
+                os.unlink(name)
+            except FileNotFoundError:
+                pass
+
+
+def main(argv: list[str]) -> int:
+    keep: float | None = None
+    if len(argv) == 3 and argv[0] == "--keep":
+        try:
+            keep = float(argv[1])
+        except ValueError:
+            argv = []
+        argv = argv[2:]
+    if len(argv) != 1:
+        print("usage: python -I -m isobox.shim.zygote [--keep IDLE_SECONDS] SOCKET",
+              file=sys.stderr)
+        return 2
+    serve(argv[0], keep)
+    return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        print("usage: python -I -m isobox.shim.zygote SOCKET", file=sys.stderr)
-        sys.exit(2)
-    serve(sys.argv[1])
+    sys.exit(main(sys.argv[1:]))
