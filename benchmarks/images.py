@@ -40,6 +40,7 @@ median time; the ratio is to the fastest tool of the same group.
 ``--profile`` adds a cProfile of one in-process ``ImageService.pull``.
 
 Usage (as root):  .venv/bin/python benchmarks/images.py [--rounds 5] [--json] [--profile]
+                  [--workdir DIR]  (where every tool writes; default /tmp)
 Apt packages: docker-registry, skopeo, umoci, docker.io, debootstrap.
 """
 
@@ -404,6 +405,8 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true",
                         help="also cProfile one in-process ImageService.pull")
     parser.add_argument("--no-docker", action="store_true", help="leave dockerd out")
+    parser.add_argument("--workdir", default="/tmp",
+                        help="where every tool writes (default /tmp; keep the path short)")
     a = parser.parse_args()
     if os.geteuid() != 0:
         print("the benchmark needs root", file=sys.stderr)
@@ -417,7 +420,7 @@ def main() -> int:
     mbytes = sum(facts["layer_bytes"]) / 1e6
     notes: list[str] = []
     # Short path: dockerd's unix sockets under it must fit in 108 bytes.
-    work = Path(tempfile.mkdtemp(prefix="isobox-bench-img-", dir="/tmp"))
+    work = Path(tempfile.mkdtemp(prefix="isobox-bench-img-", dir=a.workdir))
     docker: Dockerd | None = None
     profile = ""
     try:
@@ -456,14 +459,14 @@ def main() -> int:
             "python": platform.python_version(), "rounds": a.rounds, "warmup": a.warmup,
             "image": {"layers": facts["layers"], "uncompressed_mb": round(mbytes, 1),
                       "layer_mb": [round(s / 1e6, 1) for s in facts["layer_bytes"]]},
-            "filesystem": _filesystem("/tmp"),
+            "workdir": a.workdir, "filesystem": _filesystem(os.path.realpath(a.workdir)),
             "versions": _versions(docker), "notes": notes}
     if a.json:
         print(json.dumps({"meta": meta, "results": rows, "profile": profile or None},
                          indent=2))
         return 0
     print(f"{meta['date']}  {meta['machine']}  python {meta['python']}  "
-          f"rounds={a.rounds} warmup={a.warmup}  /tmp: {meta['filesystem']}")
+          f"rounds={a.rounds} warmup={a.warmup}  {a.workdir}: {meta['filesystem']}")
     print(f"image: {facts['layers']} layers, {mbytes:.1f} MB uncompressed "
           f"({', '.join(f'{s:.1f}' for s in meta['image']['layer_mb'])} MB)")
     for name, version in meta["versions"].items():
