@@ -120,6 +120,37 @@ def test_writable_layer_persists_and_the_file_verbs_see_it(box: Isobox, isolatio
 
 
 @BOTH
+def test_cp_into_a_running_container_stays_in_its_root(box: Isobox, isolation: str,
+                                                       tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    cid = box("run", "-d", f"--isolation={isolation}", "--network", "none", "busybox", "sh",
+              "-c", "ln -s / /tmp/up; ln -s /etc /etc-link; touch /ready; sleep 600"
+              ).stdout.strip()
+    assert until(lambda: box("exec", cid, "test", "-e", "/ready", check=False).returncode == 0,
+                 timeout=60)
+    (tmp_path / "f").write_text("file\n")
+    tree = tmp_path / "tree" / "sub"
+    tree.mkdir(parents=True)
+    (tree / "x").write_text("x\n")
+    box("cp", str(tmp_path / "f"), f"{cid}:/etc-link/f")  # a symlink, followed in the root
+    box("cp", str(tmp_path / "tree"), f"{cid}:/opt")  # a directory, created
+    box("cp", str(tmp_path / "f"), f"{cid}:/tmp/up/escaped")  # "/" is the container's
+    stream = io.BytesIO()
+    with tarfile.open(fileobj=stream, mode="w") as tar:
+        info = tarfile.TarInfo("from-tar")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"tar\n"))
+    box("cp", "-", f"{cid}:/root", input=stream.getvalue())
+    out = box("exec", cid, "cat", "/etc/f", "/opt/sub/x", "/escaped", "/root/from-tar").stdout
+    assert out == "file\nx\nfile\ntar\n"
+    assert not Path("/escaped").exists()
+    box.fails("cp", str(tmp_path / "f"), f"{cid}:/no/such/dir/f", code=1, match="Could not find")
+    box.fails("cp", "-", f"{cid}:/etc/passwd", code=1, match="must be a directory")
+
+
+@BOTH
 def test_detached_logs_exec_stop(box: Isobox, isolation: str) -> None:
     cid = box("run", "-d", f"--isolation={isolation}", "--network", "none", "busybox", "sh",
               "-c", "echo started; echo x > /marker; trap 'echo bye; exit 7' TERM; "

@@ -222,6 +222,42 @@ def parse_network(msg: Message) -> NetworkRequest:
     return NetworkRequest(interfaces=interfaces, hostname=hostname, sysctls=sysctls)
 
 
+# -- files (cp into a running container) ---------------------------------
+
+class ExtractRequest(SimpleNamespace):
+    stream: int
+    directory: str
+    owner: str | tuple[int, int]
+
+
+def _container_path(msg: Message, key: str) -> str:
+    import posixpath
+
+    value = get_str(msg, key)
+    if not value.startswith("/") or "\0" in value or len(value) > 4096:
+        raise _wrong(key, "an absolute path")
+    return posixpath.normpath(value)
+
+
+def parse_stat_path(msg: Message) -> tuple[str, bool]:
+    return _container_path(msg, "path"), get_bool(msg, "follow")
+
+
+def parse_extract(msg: Message) -> ExtractRequest:
+    raw = msg.get("owner", "keep")
+    owner: str | tuple[int, int]
+    if raw == "keep":
+        owner = "keep"
+    elif (isinstance(raw, list) and len(raw) == 2
+          and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= UINT32
+                  for v in raw)):
+        owner = (raw[0], raw[1])
+    else:
+        raise _wrong("owner", '"keep" or [uid, gid]')
+    return ExtractRequest(stream=get_int(msg, "stream", 1), directory=_container_path(
+        msg, "directory"), owner=owner)
+
+
 # -- wake ---------------------------------------------------------------
 
 class WakeRequest(SimpleNamespace):

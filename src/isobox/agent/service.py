@@ -62,6 +62,7 @@ class Agent:
             p.CREATE: self.create, p.START: self.start, p.EXEC: self.exec,
             p.SIGNAL: self.signal, p.RESIZE: self.resize, p.SYNC: self.sync,
             p.STATS: self.stats, p.SHUTDOWN: self.shutdown, p.WAKE: self.wake,
+            p.STAT_PATH: self.stat_path, p.EXTRACT: self.extract,
         }
 
     def run(self) -> None:
@@ -165,6 +166,28 @@ class Agent:
             raise
         self.relay.attach(stdio.stream(req.stream, started.pid, started.master))
         return {"pid": started.pid}
+
+    def stat_path(self, msg: Message) -> Message:
+        from isobox.agent import files  # only for cp
+
+        path, follow = rq.parse_stat_path(msg)
+        self._container()
+        return files.stat_path(self.paths, path, follow)
+
+    def extract(self, msg: Message) -> Message:
+        from isobox.agent import files
+
+        req = rq.parse_extract(msg)
+        self._container()
+        self.relay.streams.check_free(req.stream)
+        stdio = Stdio(tty=False, open_stdin=True)
+        try:
+            pid = files.start_extract(self.paths, stdio.container, req.directory, req.owner)
+        except BaseException:
+            stdio.close()
+            raise
+        self.relay.attach(stdio.stream(req.stream, pid, None))
+        return {"pid": pid}
 
     def signal(self, msg: Message) -> Message:
         stream_id, sig, all_processes = rq.parse_signal(msg)

@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from isobox.build.steps import BaseImage, CopyItem, RunOptions
-from isobox.engine import fsaccess, fstree, layerdiff, userdb
+from isobox.engine import fsaccess, layerdiff, userdb
 from isobox.errors import InvalidArgument, IsoboxError, NotFound
+from isobox.images import fstree
 from isobox.images.builder import ImageAssembler, Layer, register
 from isobox.images.tarstream import DIR, LNK, REG
 from isobox.oci import image_spec as spec

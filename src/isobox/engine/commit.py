@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from isobox.engine import layerdiff
-from isobox.engine.fstree import TarSink
 from isobox.errors import InvalidArgument
+from isobox.images.fstree import TarSink
 from isobox.oci import image_spec as spec
 
 if TYPE_CHECKING:

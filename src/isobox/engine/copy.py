@@ -22,19 +22,19 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shutil
 import stat
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
-from isobox.engine import fsaccess, fstree
+from isobox.engine import fsaccess
 from isobox.errors import Conflict, InvalidArgument, NotFound
-from isobox.linux import libc
+from isobox.images import fstree
 
 if TYPE_CHECKING:
     from isobox.engine.containers import ContainerService
 
-_IN_ROOT = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-_MAX_HOPS = 40
 
 
 class HostPathError(NotFound):
@@ -49,36 +49,13 @@ def _in_container(path: str) -> str:
     return posixpath.normpath("/" + path.lstrip("/")) if path else "/"
 
 
-def _locate(root_fd: int, path: str, follow: bool
-            ) -> tuple[int, str, os.stat_result | None]:
-    """(directory fd, leaf, lstat of leaf or None) of the normalized absolute
-    ``path`` inside the root; ``follow`` follows a final symlink, in the root.
-    The parent must exist (FileNotFoundError otherwise)."""
-    for _ in range(_MAX_HOPS):
-        parent, leaf = posixpath.split(path)
-        if not leaf:  # "/"
-            fd = libc.openat2(root_fd, ".", _OPEN_DIR, resolve=_IN_ROOT)
-            return fd, ".", os.fstat(fd)
-        fd = libc.openat2(root_fd, parent.lstrip("/") or ".", _OPEN_DIR, resolve=_IN_ROOT)
-        try:
-            st = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return fd, leaf, None
-        except BaseException:
-            os.close(fd)
-            raise
-        if not (follow and stat.S_ISLNK(st.st_mode)):
-            return fd, leaf, st
-        target = os.readlink(leaf, dir_fd=fd)
-        os.close(fd)
-        path = posixpath.normpath(posixpath.join(parent, target))
-    raise InvalidArgument(f"{path}: too many levels of symbolic links")
-
-
 def _plan(src_is_dir: bool, contents_only: bool, name: str, dest: str,
-          dest_st: os.stat_result | None, dest_leaf: str) -> tuple[bool, str]:
-    """(extract into the destination itself?, name of the top entry)."""
-    if dest_st is not None and stat.S_ISDIR(dest_st.st_mode):
+          dest_st: os.stat_result | str | None, dest_leaf: str) -> tuple[bool, str]:
+    """(extract into the destination itself?, name of the top entry).
+    ``dest_st``: the destination's lstat, or its kind ("dir", "file", "other"), or None."""
+    is_dir = dest_st == "dir" if isinstance(dest_st, str) or dest_st is None \
+        else stat.S_ISDIR(dest_st.st_mode)
+    if dest_st is not None and is_dir:
         return True, "." if contents_only else name
     if dest_st is not None:
         if src_is_dir:
@@ -100,7 +77,7 @@ def copy_from_container(service: ContainerService, ref: str, src: str, dest: str
     with fsaccess.container_root(service, ref) as root:
         path = _in_container(src)
         try:
-            pfd, leaf, st = _locate(root.fd, path, follow_link)
+            pfd, leaf, st = fstree.locate(root.fd, path, follow_link)
         except OSError:
             st = None
             pfd = -1
@@ -155,12 +132,16 @@ def copy_to_container(service: ContainerService, ref: str, src: str | BinaryIO, 
                       *, follow_link: bool = False, archive: bool = False) -> int:
     """Copy the host path ``src`` (or a tar stream, extracted into the
     directory ``dest``) into the container. Returns the bytes copied."""
+    record = service.get(ref)
+    if record.isolation == "vm" and record.state["Status"] in ("running", "paused",
+                                                                "restarting"):
+        return _copy_into_running_vm(service, ref, src, dest, follow_link, archive)
     if isinstance(src, str):
         return _copy_path_in(service, ref, src, dest, follow_link, archive)
     with fsaccess.container_root(service, ref, writable=True) as root:
         path = _in_container(dest)
         try:
-            pfd, leaf, st = _locate(root.fd, path, True)
+            pfd, leaf, st = fstree.locate(root.fd, path, True)
         except OSError:
             raise NotFound(f"Could not find the file {dest} in container {ref}") from None
         try:
@@ -182,27 +163,86 @@ def copy_to_container(service: ContainerService, ref: str, src: str | BinaryIO, 
             os.close(dfd)
 
 
+class _HostSource:
+    """A host path to copy in: its name, lstat, and its parent's fd (``close`` it)."""
+
+    def __init__(self, src: str, follow_link: bool) -> None:
+        host = os.path.abspath(src)
+        self.name = os.path.basename(host) or "."
+        self.contents_only = os.path.basename(src) == "."
+        if follow_link:
+            host = os.path.realpath(host)
+        try:
+            self.st = os.lstat(host)
+        except FileNotFoundError:
+            raise HostPathError(f"lstat {host}: no such file or directory") from None
+        self.is_dir = stat.S_ISDIR(self.st.st_mode)
+        if _asserts_dir(src) and not self.is_dir:
+            raise InvalidArgument(f"cannot copy {src}: not a directory")
+        self.parent = os.open(os.path.dirname(host) or "/", _OPEN_DIR)
+        self.leaf = os.path.basename(host) or "."
+
+    def nodes(self, top: str) -> Iterator[fstree.Node]:
+        return fstree.walk(self.parent, self.leaf, top, st=self.st)
+
+    def close(self) -> None:
+        os.close(self.parent)
+
+
+def _copy_into_running_vm(service: ContainerService, ref: str, src: str | BinaryIO,
+                          dest: str, follow_link: bool, archive: bool) -> int:
+    """The guest's agent looks the destination up and extracts a tar stream
+    there, with the same rules: the host never mounts the running VM's disk."""
+    from isobox.engine.vmfiles import is_paused
+    from isobox.vm import execclient
+
+    record = service.get(ref)
+    if is_paused(service, record):
+        raise Conflict(f"container {record.id[:12]} is paused (its VM is frozen): unpause it "
+                       "to copy into it")
+    d = service.dir(record.id)
+    path = _in_container(dest)
+    found = execclient.call(d, "stat_path", path=path, follow=True)
+    kind, where = found.get("kind"), str(found.get("path") or path)
+    owner: str | tuple[int, int] = "keep"
+    if archive:
+        with fsaccess.container_root(service, ref) as root:
+            owner = _owner_in(service, root, archive)
+    if not isinstance(src, str):
+        if kind is None:
+            raise NotFound(f"Could not find the file {dest} in container {ref}")
+        if kind != "dir":
+            raise InvalidArgument(f'extraction point is not a directory: "{dest}" must be a '
+                                  "directory")
+        return execclient.put_archive(d, where, owner, lambda out: shutil.copyfileobj(src, out))
+    if found.get("parent_missing"):
+        raise NotFound(f"Could not find the file {posixpath.dirname(path)} in container {ref}")
+    source = _HostSource(src, follow_link)
+    try:
+        into, top = _plan(source.is_dir, source.contents_only, source.name, dest,
+                          None if kind is None else str(kind), posixpath.basename(where))
+
+        def write_tar(out: BinaryIO) -> None:
+            sink = fstree.TarSink(out)
+            for node in source.nodes(top):
+                sink.add(node)
+            sink.finish()
+
+        return execclient.put_archive(d, where if into else posixpath.dirname(where) or "/",
+                                      owner, write_tar)
+    finally:
+        source.close()
+
+
 def _copy_path_in(service: ContainerService, ref: str, src: str, dest: str,
                   follow_link: bool, archive: bool) -> int:
-    host = os.path.abspath(src)
-    name = os.path.basename(host) or "."
-    contents_only = os.path.basename(src) == "."
-    if follow_link:
-        host = os.path.realpath(host)
-    try:
-        st = os.lstat(host)
-    except FileNotFoundError:
-        raise HostPathError(f"lstat {host}: no such file or directory") from None
-    is_dir = stat.S_ISDIR(st.st_mode)
-    if _asserts_dir(src) and not is_dir:
-        raise InvalidArgument(f"cannot copy {src}: not a directory")
-    src_parent = os.open(os.path.dirname(host) or "/", _OPEN_DIR)
-    leaf = os.path.basename(host) or "."
+    source = _HostSource(src, follow_link)
+    name, contents_only, is_dir = source.name, source.contents_only, source.is_dir
     try:
         with fsaccess.container_root(service, ref, writable=True) as root:
             path = _in_container(dest)
             try:
-                pfd, dleaf, dest_st = _locate(root.fd, path, True)
+                pfd, dleaf, dest_st = fstree.locate(root.fd, path, True)
             except OSError:
                 raise NotFound(f"Could not find the file {posixpath.dirname(path)} in "
                                f"container {ref}") from None
@@ -213,14 +253,14 @@ def _copy_path_in(service: ContainerService, ref: str, src: str, dest: str,
                 os.close(pfd)
             try:
                 sink = fstree.Extractor(dfd, owner=_owner_in(service, root, archive))
-                for node in fstree.walk(src_parent, leaf, top, st=st):
+                for node in source.nodes(top):
                     sink.add(node)
                 sink.finish()
                 return sink.copied
             finally:
                 os.close(dfd)
     finally:
-        os.close(src_parent)
+        source.close()
 
 
 def _owner_in(service: ContainerService, root: fsaccess.Root,

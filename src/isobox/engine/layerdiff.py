@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from isobox.engine import fstree
+from isobox.images import fstree
 from isobox.images.tarstream import CHR, DIR, REG
 from isobox.linux import libc
 

@@ -38,7 +38,7 @@ MOUNT_TIMEOUT = 15.0
 UPPER_DIR = "diff"
 
 
-def _paused(service: ContainerService, record: ContainerRecord) -> bool:
+def is_paused(service: ContainerService, record: ContainerRecord) -> bool:
     try:
         with open(os.path.join(service.dir(record.id), "state.json"), "rb") as f:
             return bool(json.loads(f.read()).get("paused"))
@@ -102,10 +102,10 @@ def upper_view(service: ContainerService, record: ContainerRecord, *,
 
     d = service.dir(record.id)
     image = os.path.join(d, UPPER_DISK)
-    if writable and _running(record):
-        raise Conflict(f"copying into a running VM-isolated container ({record.id[:12]}) is "
-                       "not supported: stop it first")
-    if record.state["Status"] == "running" and not _paused(service, record):
+    if writable and _running(record):  # cp goes through the guest's agent instead
+        raise Conflict(f"the writable layer of running VM-isolated container "
+                       f"{record.id[:12]} cannot be changed from the host")
+    if record.state["Status"] == "running" and not is_paused(service, record):
         with contextlib.suppress(IsoboxError, OSError):
             execclient.call(d, "sync")
     target = tempfile.mkdtemp(prefix="upper-", dir=d)
@@ -217,7 +217,7 @@ def staged_root(service: ContainerService, record: ContainerRecord) -> Iterator[
     """A writable ``/`` for ``cp`` into a stopped VM container: what the body
     writes is applied to the container's disk when it returns normally."""
     from isobox.engine import fsaccess, layerdiff
-    from isobox.engine.fstree import TarSink
+    from isobox.images.fstree import TarSink
     from isobox.images.layers import apply_layer
     from isobox.linux import libc
 

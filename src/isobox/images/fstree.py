@@ -1,5 +1,6 @@
 """File trees copied without following anyone's symlinks: for ``cp``,
-``export`` and ``commit``.
+``export`` and ``commit`` (on the host, and in a VM's guest for ``cp`` into
+a running VM-isolated container).
 
 Sources yield :class:`Node` values: :func:`walk` reads a tree through
 directory fds opened with ``O_NOFOLLOW`` below a parent fd the caller
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import posixpath
 import stat
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +27,11 @@ from typing import BinaryIO
 from isobox.errors import Conflict, InvalidArgument
 from isobox.images import tarsafe
 from isobox.images.tarstream import BLK, CHR, DIR, FIFO, LNK, REG, SYM, TarReader
+from isobox.linux import libc
+
+_IN_ROOT = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_MAX_HOPS = 40
 
 DIR_FLAGS = tarsafe.DIR_FLAGS
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -151,6 +158,39 @@ def tar_nodes(src: BinaryIO) -> Iterator[Node]:
                    entry.mtime_ns, entry.size, entry.linkname,
                    os.makedev(entry.devmajor, entry.devminor),
                    reader.data(entry) if entry.type == REG else ())
+
+
+def locate(root_fd: int, path: str, follow: bool
+           ) -> tuple[int, str, os.stat_result | None]:
+    """(directory fd, leaf, lstat of leaf or None) of the normalized absolute
+    ``path`` inside the root; ``follow`` follows a final symlink, in the root.
+    The parent must exist (FileNotFoundError otherwise)."""
+    fd, leaf, st, _ = resolve(root_fd, path, follow)
+    return fd, leaf, st
+
+
+def resolve(root_fd: int, path: str, follow: bool
+            ) -> tuple[int, str, os.stat_result | None, str]:
+    """:func:`locate`, and the path it found (after the final symlink)."""
+    for _ in range(_MAX_HOPS):
+        parent, leaf = posixpath.split(path)
+        if not leaf:  # "/"
+            fd = libc.openat2(root_fd, ".", _OPEN_DIR, resolve=_IN_ROOT)
+            return fd, ".", os.fstat(fd), "/"
+        fd = libc.openat2(root_fd, parent.lstrip("/") or ".", _OPEN_DIR, resolve=_IN_ROOT)
+        try:
+            st = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return fd, leaf, None, path
+        except BaseException:
+            os.close(fd)
+            raise
+        if not (follow and stat.S_ISLNK(st.st_mode)):
+            return fd, leaf, st, path
+        target = os.readlink(leaf, dir_fd=fd)
+        os.close(fd)
+        path = posixpath.normpath(posixpath.join(parent, target))
+    raise InvalidArgument(f"{path}: too many levels of symbolic links")
 
 
 # -- sinks -----------------------------------------------------------------------------

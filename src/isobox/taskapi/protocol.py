@@ -56,6 +56,16 @@ id 0. ``stream`` fields are uint32 numbers the host picks, one per process.
 ``exec`` ``{"stream", "process": <OCI process>, "tty", "open_stdin",
     "console": {"height", "width"} | null}`` another process in the
     container, started at once. -> ``{"pid": int}``.
+``stat_path`` ``{"path": absolute, "follow": bool}`` the path in the running
+    container's root (symlinks resolved inside it; ``follow``: a final one
+    too). -> ``{"kind": "dir"|"file"|"other"|null, "path": the path found,
+    "parent_missing": bool}``.
+``extract`` ``{"stream", "directory": absolute, "owner": "keep"|[uid, gid]}``
+    a process on ``stream`` that reads a tar stream from its stdin and
+    extracts it into ``directory`` of the running container's root (as the
+    host does for ``cp``: nothing lands outside it), then exits 0 after
+    writing the bytes copied on stdout, or 1 with the error on stderr. ->
+    ``{"pid": int}``.
 ``signal`` ``{"stream", "signal": int, "all": bool}`` the init's stream:
     the runtime's kill (``all``: every process of the container); an exec
     stream: that process. -> ``{}``.
@@ -95,8 +105,10 @@ SYNC = "sync"
 STATS = "stats"
 SHUTDOWN = "shutdown"
 WAKE = "wake"
+STAT_PATH = "stat_path"
+EXTRACT = "extract"
 OPS = (HELLO, STORAGE, NETWORK, CREATE, START, EXEC, SIGNAL, RESIZE, SYNC, STATS, SHUTDOWN,
-       WAKE)
+       WAKE, STAT_PATH, EXTRACT)
 
 READY = "ready"
 EXIT = "exit"

@@ -13,9 +13,10 @@ import socket
 import termios
 import time
 import tty as ttymod
+from collections.abc import Callable
 from typing import Any
 
-from isobox.errors import NotRunning, Unavailable, for_exit_code
+from isobox.errors import IsoboxError, NotRunning, Unavailable, for_exit_code
 from isobox.linux.unixsock import ShortPath
 from isobox.taskapi import frames
 from isobox.vm.keeper import EXEC_SOCKET
@@ -70,6 +71,65 @@ def call(directory: str, op: str, **fields: object) -> dict[str, Any]:
         raise for_exit_code(str(reply.get("error") or f"{op} failed"),
                             int(reply.get("exit_code") or 125))
     return reply
+
+
+class _StdinWriter:
+    """A file-like ``write`` that sends STDIN frames (a tar stream's sink)."""
+
+    def __init__(self, session: _Session) -> None:
+        self.session = session
+
+    def write(self, data: bytes) -> int:
+        self.session.sock.sendall(frames.encode_data(frames.STDIN, STREAM, bytes(data)))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def put_archive(directory: str, target: str, owner: str | tuple[int, int],
+                write_tar: Callable[[Any], None]) -> int:
+    """Extract the tar stream ``write_tar`` writes into the directory
+    ``target`` of the running container (``cp`` into it); the bytes copied."""
+    session = _Session(directory)
+    try:
+        reply = session.request("extract", stream=STREAM, directory=target,
+                                owner=owner if owner == "keep" else list(owner))
+        if not reply.get("ok"):
+            raise for_exit_code(str(reply.get("error") or "copy failed"),
+                                int(reply.get("exit_code") or 125))
+        session.sock.settimeout(None)
+        try:
+            write_tar(_StdinWriter(session))
+        finally:
+            session.sock.sendall(frames.encode(frames.STDIN_EOF, STREAM))
+        out, err, code = _collect(session)
+    finally:
+        session.sock.close()
+    if code != 0:
+        raise IsoboxError(err.decode(errors="replace").strip() or "copy into the VM failed")
+    return int(out.decode().strip() or 0)
+
+
+def _collect(session: _Session) -> tuple[bytes, bytes, int]:
+    """A process's output and exit code, once it has exited."""
+    out, err = bytearray(), bytearray()
+    pending = list(session.backlog)
+    session.backlog.clear()
+    while True:
+        for kind, _stream, payload in pending:
+            if kind == frames.STDOUT:
+                out += payload
+            elif kind == frames.STDERR:
+                err += payload
+            elif kind == frames.EVENT:
+                message = json.loads(payload)
+                if message.get("event") == "exit":
+                    return bytes(out), bytes(err), int(message.get("exit_code") or 0)
+        chunk = session.sock.recv(1 << 20)
+        if not chunk:
+            raise NotRunning("the container's VM went away")
+        pending = session.decoder.feed(chunk)
 
 
 def run(directory: str, process: dict[str, Any], *, tty: bool, interactive: bool,

@@ -572,7 +572,7 @@ class Keeper:
                 session.send(frames.encode_json(frames.RESPONSE, {**reply, "id": client_id}))
                 self._flush_session(session)
 
-            if op not in ("exec", "resize", "signal", "stats", "sync"):
+            if op not in ("exec", "extract", "resize", "signal", "stats", "stat_path", "sync"):
                 answer({"ok": False, "error": f"op {op!r} is not allowed here"})
                 return
             if "stream" in message:
@@ -581,7 +581,7 @@ class Keeper:
                 if not isinstance(client_stream, int):
                     answer({"ok": False, "error": "stream must be a number"})
                     return
-                if op == "exec":
+                if op in ("exec", "extract"):  # a new process: a new stream
                     agent_stream = self._new_stream(session, client_stream)
                 else:
                     agent_stream = session.agent_stream(client_stream)

@@ -15,10 +15,11 @@ import pytest
 
 from isobox.cli.fs_cmds import split_cp_arg
 from isobox.cli.ops_common import bytes_size, human_size, tabwriter
-from isobox.engine import events, fstree, stats, update
+from isobox.engine import events, stats, update
 from isobox.engine.copy import _plan
 from isobox.engine.top import parse_ps
 from isobox.errors import Conflict, InvalidArgument, NotFound
+from isobox.images import fstree
 
 
 def test_parse_ps_keeps_container_pids_threads_and_long_commands() -> None:
