@@ -80,14 +80,21 @@ def test_environment_user_workdir_and_files(box: Isobox, isolation: str,
     shared.mkdir()
     shared.chmod(0o777)  # the container's user 1000 writes into it
     (shared / "from-host").write_text("hello from the host\n")
+    (tmp_path / "app.conf").write_text("setting=1\n")
+    (tmp_path / "app.conf").chmod(0o666)
+    (tmp_path / "sibling").write_text("not for the container\n")
     out = box("run", "--rm", f"--isolation={isolation}", "--network", "none",
               "-e", "GREETING=hi", "-w", "/tmp", "-u", "1000:1000", "-h", "boxy",
-              "-v", f"{shared}:/shared", "--tmpfs", "/scratch", "busybox", "sh", "-c",
+              "-v", f"{shared}:/shared", "-v", f"{tmp_path / 'app.conf'}:/etc/app.conf",
+              "--tmpfs", "/scratch", "busybox", "sh", "-c",
               "echo $GREETING; pwd; id -u; id -g; hostname; cat /shared/from-host; "
-              "echo made-inside > /shared/from-guest; "
+              "echo made-inside > /shared/from-guest; cat /etc/app.conf; "
+              "echo setting=2 >> /etc/app.conf; ls /etc | grep -c sibling; "
               "grep -c ' /scratch tmpfs' /proc/mounts").stdout.splitlines()
-    assert out == ["hi", "/tmp", "1000", "1000", "boxy", "hello from the host", "1"]
+    assert out == ["hi", "/tmp", "1000", "1000", "boxy", "hello from the host", "setting=1",
+                   "0", "1"]
     assert (shared / "from-guest").read_text() == "made-inside\n"
+    assert (tmp_path / "app.conf").read_text() == "setting=1\nsetting=2\n"  # the same file
     assert (shared / "from-guest").stat().st_uid == 1000
     ro = box("run", "--rm", f"--isolation={isolation}", "--network", "none", "--read-only",
              "busybox", "sh", "-c", "touch /x 2>&1; echo rc=$?", check=False)

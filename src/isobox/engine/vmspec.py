@@ -6,7 +6,8 @@ Inside the guest the agent mounts the image's layers (one read-only erofs
 disk per layer, made once and cached by the layer's snapshot id) under an
 overlay whose upper layer is the container's own ext4 disk
 (``D/upper.ext4``, kept across stop and start), and 9p shares for volumes,
-bind mounts and the hosts/hostname/resolv.conf files.
+bind mounts (a bound file through a hard link in a directory of its own)
+and the hosts/hostname/resolv.conf files.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ GUEST_ROOTFS = "/run/isobox/rootfs"
 GUEST_SHARES = "/run/isobox/shares"
 FILES_SHARE = "files"  #: D/guest-files: hostname, hosts, resolv.conf
 FILES_DIR = "guest-files"
+FILE_BINDS_DIR = "file-binds"  #: D/file-binds/<tag>/<name>: a hard link of a bound file
 UPPER_DISK = "upper.ext4"
 UPPER_SIZE = 16 << 30  # sparse: costs only what the container writes
 DEFAULT_MEMORY_MB = 256
@@ -190,15 +192,41 @@ def _guest_spec(spec: dict[str, Any], d: str) -> tuple[dict[str, Any], list[dict
             guest_mounts.append({**m, "source": f"{GUEST_SHARES}/{FILES_SHARE}/"
                                                 f"{os.path.basename(source)}"})
             continue
-        if not os.path.isdir(source):
-            raise InvalidArgument(f"bind mount of {source}: VM isolation shares directories "
-                                  "only (bind the directory that holds the file)")
         tag = f"s{len(shares)}"
         options = m.get("options") or []
-        shares.append({"tag": tag, "path": source, "readonly": "ro" in options})
-        guest_mounts.append({**m, "source": f"{GUEST_SHARES}/{tag}"})
+        if os.path.isdir(source):
+            shared, inside = source, ""
+        elif os.path.isfile(source):
+            shared, inside = _file_share(d, tag, source)
+        else:
+            raise InvalidArgument(f"bind mount of {source}: VM isolation shares directories "
+                                  "and regular files only")
+        shares.append({"tag": tag, "path": shared, "readonly": "ro" in options})
+        guest_mounts.append({**m, "source": f"{GUEST_SHARES}/{tag}{inside}"})
     guest["mounts"] = guest_mounts
     return guest, shares, net_sysctls
+
+
+def _file_share(d: str, tag: str, source: str) -> tuple[str, str]:
+    """(directory to share, path of the file in it) for a bind of one file.
+
+    9p shares directories: the file is hard-linked into a directory of its
+    own under the container's (the same inode, so writes on either side
+    show on the other, as through a bind mount), so the guest sees no
+    sibling of it; across file systems, where no link can be made, its
+    directory is shared (the container still gets only the file)."""
+    name = os.path.basename(source)
+    stage = os.path.join(d, FILE_BINDS_DIR, tag)
+    os.makedirs(stage, mode=0o700, exist_ok=True)
+    link = os.path.join(stage, name)
+    if os.path.lexists(link):
+        os.unlink(link)  # an earlier create's: the source may have been replaced since
+    try:
+        os.link(source, link)
+    except OSError:
+        os.rmdir(stage)
+        return os.path.dirname(source), f"/{name}"
+    return stage, f"/{name}"
 
 
 def refresh_files(d: str) -> None:
