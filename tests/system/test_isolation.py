@@ -170,6 +170,9 @@ def test_detached_logs_exec_stop(box: Isobox, isolation: str) -> None:
     box.fails("exec", cid, "no-such-command", code=127, match="no-such-command")
     assert "A /marker" in box("diff", cid).stdout.splitlines()  # read while it runs
     assert box("cp", f"{cid}:/marker", "-").returncode == 0
+    top = box("top", cid).stdout.splitlines()
+    assert "PID" in top[0].split() and any("while true" in row for row in top[1:])
+    assert not any("isobox" in row or "python" in row for row in top)  # only its processes
     if isolation == "vm":
         box.fails("update", "--memory", "64m", cid, code=1, match="fixed with its VM")
     box("pause", cid)

@@ -13,24 +13,36 @@ from isobox.errors import IsoboxError, Unavailable
 from isobox.linux.inherit import MONITOR_SIGNALS
 
 TIMEOUT = 30.0
+OUTPUT_MAX = 256  #: reads of up to 64 KiB kept of a command's output
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 
 
 def run(argv: list[str], timeout: float = TIMEOUT) -> None:
     """Run argv to completion; IsoboxError with its last line of stderr if it fails."""
+    _run(argv, timeout, keep_output=False)
+
+
+def output(argv: list[str], timeout: float = TIMEOUT) -> bytes:
+    """Run argv to completion; its output (stdout and stderr), or IsoboxError
+    with the last line of it if it fails."""
+    return _run(argv, timeout, keep_output=True)
+
+
+def _run(argv: list[str], timeout: float, keep_output: bool) -> bytes:
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     r, w = os.pipe()
     try:
         try:
             pid = os.posix_spawn(argv[0], argv, ENV, setsigdef=MONITOR_SIGNALS,
                                  file_actions=[(os.POSIX_SPAWN_DUP2, null, 0),
-                                               (os.POSIX_SPAWN_DUP2, null, 1),
+                                               (os.POSIX_SPAWN_DUP2, w if keep_output else null,
+                                                1),
                                                (os.POSIX_SPAWN_DUP2, w, 2)])
         except OSError as exc:
             raise Unavailable(f"cannot run {argv[0]}: {exc.strerror}") from None
         os.close(w)
         w = -1
-        errors, status = _collect(pid, r, timeout)
+        errors, status = _collect(pid, r, timeout, OUTPUT_MAX if keep_output else 16)
     finally:
         for fd in (null, r, w):
             if fd >= 0:
@@ -42,10 +54,12 @@ def run(argv: list[str], timeout: float = TIMEOUT) -> None:
     if code != 0:
         lines = errors.decode(errors="replace").strip().splitlines()
         raise IsoboxError(f"{what}: {lines[-1] if lines else f'exit status {code}'}")
+    return errors
 
 
-def _collect(pid: int, fd: int, timeout: float) -> tuple[bytes, int | None]:
-    """Its stderr until EOF, then its wait status; None if it ran too long (killed)."""
+def _collect(pid: int, fd: int, timeout: float, chunks_max: int) -> tuple[bytes, int | None]:
+    """What it writes until EOF (the first ``chunks_max`` reads), then its
+    wait status; None if it ran too long (killed)."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     deadline = time.monotonic() + timeout
@@ -61,6 +75,6 @@ def _collect(pid: int, fd: int, timeout: float) -> tuple[bytes, int | None]:
         data = os.read(fd, 65536)
         if not data:
             break
-        if len(chunks) < 16:
+        if len(chunks) < chunks_max:
             chunks.append(data)
     return b"".join(chunks), os.waitpid(pid, 0)[1]

@@ -258,6 +258,15 @@ def parse_extract(msg: Message) -> ExtractRequest:
         msg, "directory"), owner=owner)
 
 
+def parse_top(msg: Message) -> list[str]:
+    args = msg.get("args", [])
+    if (not isinstance(args, list) or len(args) > 32
+            or not all(isinstance(a, str) and 0 < len(a) <= 256 and "\0" not in a
+                       for a in args)):
+        raise _wrong("args", "a list of ps arguments")
+    return args
+
+
 # -- wake ---------------------------------------------------------------
 
 class WakeRequest(SimpleNamespace):

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 SHUTDOWN_WAIT = 5.0  # seconds killed processes get to be reaped
 LAST_WORDS = 5.0  # seconds to write the shutdown response before power-off
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+BUSYBOX = "/bin/busybox"  #: the guest's ps (top)
 
 
 class Agent:
@@ -62,7 +63,7 @@ class Agent:
             p.CREATE: self.create, p.START: self.start, p.EXEC: self.exec,
             p.SIGNAL: self.signal, p.RESIZE: self.resize, p.SYNC: self.sync,
             p.STATS: self.stats, p.SHUTDOWN: self.shutdown, p.WAKE: self.wake,
-            p.STAT_PATH: self.stat_path, p.EXTRACT: self.extract,
+            p.STAT_PATH: self.stat_path, p.EXTRACT: self.extract, p.TOP: self.top,
         }
 
     def run(self) -> None:
@@ -166,6 +167,15 @@ class Agent:
             raise
         self.relay.attach(stdio.stream(req.stream, started.pid, started.master))
         return {"pid": started.pid}
+
+    def top(self, msg: Message) -> Message:
+        from isobox.agent import command
+        from isobox.runtime.query import pids
+
+        args = rq.parse_top(msg)
+        found = pids(self.runtime.root, self._container())
+        out = command.output([BUSYBOX, "ps", *args])
+        return {"output": out.decode(errors="replace"), "pids": found}
 
     def stat_path(self, msg: Message) -> Message:
         from isobox.agent import files  # only for cp

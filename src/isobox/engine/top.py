@@ -1,5 +1,6 @@
 """``top``: the host's ``ps`` output, kept to the container's processes (the
-pids of its cgroup), as Docker's daemon and ``runc ps`` do."""
+pids of its cgroup), as Docker's daemon and ``runc ps`` do; for a VM-isolated
+container, the guest's ``ps`` (through its agent), kept likewise."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import subprocess
 from typing import TYPE_CHECKING
 
 from isobox.engine import live
-from isobox.errors import InvalidArgument, Unavailable
+from isobox.errors import InvalidArgument, IsoboxError, NotRunning, Unavailable
 
 if TYPE_CHECKING:
     from isobox.engine.containers import ContainerService
@@ -33,12 +34,11 @@ def top(service: ContainerService, ref: str, ps_args: str = "") -> tuple[list[st
     """(titles, processes) for the container's processes."""
     record = service.get(ref)
     live.require_running(record)
-    if record.isolation == "vm":
-        raise Unavailable(f"top is not available for VM-isolated container {record.id[:12]}: "
-                          "its processes live in the VM's kernel (use exec ... ps)")
-    pids = live.pids(service, record)
     args = (ps_args or DEFAULT_ARGS).split(" ")
     args = [a for a in args if a] or [DEFAULT_ARGS]
+    if record.isolation == "vm":
+        return _top_in_vm(service, record.id, args)
+    pids = live.pids(service, record)
     result = _ps([*args, "-q", ",".join(str(p) for p in pids)]) if pids else None
     if result is None or result.returncode != 0:
         # Some options (such as f) cannot be combined with -q: without it.
@@ -47,6 +47,24 @@ def top(service: ContainerService, ref: str, ps_args: str = "") -> tuple[list[st
             first = result.stderr.decode(errors="replace").strip().splitlines()
             raise InvalidArgument(f"ps: {first[0] if first else 'exit status ' + str(result.returncode)}")
     return parse_ps(result.stdout.decode(errors="replace"), set(pids))
+
+
+def _top_in_vm(service: ContainerService, container_id: str,
+               args: list[str]) -> tuple[list[str], list[list[str]]]:
+    """The guest's ps (busybox's: its options, its columns), kept to the
+    container's processes, as pids of the guest."""
+    from isobox.vm import execclient
+
+    try:
+        found = execclient.call(service.dir(container_id), "top", args=args)
+    except NotRunning:
+        raise
+    except IsoboxError as exc:  # ps refused the arguments
+        raise InvalidArgument(str(exc)) from None
+    pids = found.get("pids")
+    if not isinstance(pids, list):
+        raise Unavailable("the VM's agent did not list the container's processes")
+    return parse_ps(str(found.get("output") or ""), {int(p) for p in pids})
 
 
 def parse_ps(output: str, pids: set[int]) -> tuple[list[str], list[list[str]]]:

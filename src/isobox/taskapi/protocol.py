@@ -66,6 +66,8 @@ id 0. ``stream`` fields are uint32 numbers the host picks, one per process.
     host does for ``cp``: nothing lands outside it), then exits 0 after
     writing the bytes copied on stdout, or 1 with the error on stderr. ->
     ``{"pid": int}``.
+``top`` ``{"args": [str]}`` the guest's ``ps`` (busybox's) with ``args``,
+    and the container's pids (its cgroup's). -> ``{"output": str, "pids": [int]}``.
 ``signal`` ``{"stream", "signal": int, "all": bool}`` the init's stream:
     the runtime's kill (``all``: every process of the container); an exec
     stream: that process. -> ``{}``.
@@ -107,8 +109,9 @@ SHUTDOWN = "shutdown"
 WAKE = "wake"
 STAT_PATH = "stat_path"
 EXTRACT = "extract"
+TOP = "top"
 OPS = (HELLO, STORAGE, NETWORK, CREATE, START, EXEC, SIGNAL, RESIZE, SYNC, STATS, SHUTDOWN,
-       WAKE, STAT_PATH, EXTRACT)
+       WAKE, STAT_PATH, EXTRACT, TOP)
 
 READY = "ready"
 EXIT = "exit"

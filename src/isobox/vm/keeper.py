@@ -572,7 +572,8 @@ class Keeper:
                 session.send(frames.encode_json(frames.RESPONSE, {**reply, "id": client_id}))
                 self._flush_session(session)
 
-            if op not in ("exec", "extract", "resize", "signal", "stats", "stat_path", "sync"):
+            if op not in ("exec", "extract", "resize", "signal", "stats", "stat_path", "sync",
+                          "top"):
                 answer({"ok": False, "error": f"op {op!r} is not allowed here"})
                 return
             if "stream" in message:

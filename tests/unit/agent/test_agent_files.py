@@ -94,3 +94,17 @@ def test_requests_refused() -> None:
     for owner in ("root", [1], [1, -2], [True, 0]):
         with pytest.raises(InvalidArgument):
             rq.parse_extract({"stream": 2, "directory": "/d", "owner": owner})
+
+
+def test_top_arguments_and_command_output() -> None:
+    from isobox.agent import command
+    from isobox.errors import IsoboxError
+
+    assert rq.parse_top({"args": ["-o", "pid,args"]}) == ["-o", "pid,args"]
+    assert rq.parse_top({}) == []
+    for bad in ({"args": "-ef"}, {"args": [""]}, {"args": ["a\0b"]}, {"args": ["x"] * 33}):
+        with pytest.raises(InvalidArgument):
+            rq.parse_top(bad)
+    assert command.output(["/bin/sh", "-c", "echo out; echo err >&2"]) == b"out\nerr\n"
+    with pytest.raises(IsoboxError, match="bad option"):
+        command.output(["/bin/sh", "-c", "echo 'bad option' >&2; exit 2"])
