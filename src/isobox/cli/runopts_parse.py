@@ -7,12 +7,9 @@ layer (``isobox.cli.runopts``) adds which flag and value it was.
 
 from __future__ import annotations
 
-import csv
-import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable
-from fractions import Fraction
 from typing import Any
 
 from isobox.engine.api_types import (
@@ -82,6 +79,8 @@ _DURATION_UNITS = {"ns": 1, "us": 1000, "µs": 1000, "μs": 1000, "ms": 10**6, "
 
 def parse_duration(text: str) -> int:
     """Go's time.ParseDuration (``30s``, ``1m30s``, ``1.5h``, ``-2ms``) → nanoseconds."""
+    from fractions import Fraction
+
     quoted = '"' + text + '"'
     s = text
     sign = 1
@@ -119,6 +118,8 @@ def parse_duration(text: str) -> int:
 
 def parse_nano_cpus(text: str) -> int:
     """``--cpus 1.5`` → 1500000000 (Docker's NanoCPUs: a rational number)."""
+    from fractions import Fraction
+
     try:
         value = Fraction(text.strip())
     except (ValueError, ZeroDivisionError):
@@ -224,6 +225,8 @@ def parse_ports(specs: Iterable[str]) -> tuple[dict[str, dict[str, Any]],
                 raise ValueError(f"invalid IP address {ip}")
             ip = ip[1:-1]
         if ip:
+            import ipaddress
+
             try:
                 ipaddress.ip_address(ip)
             except ValueError:
@@ -298,6 +301,8 @@ def parse_volume(spec: str, cwd: str) -> tuple[str | None, str | None]:
 
 
 def _csv_fields(text: str) -> list[str]:
+    import csv
+
     rows = list(csv.reader([text]))
     return rows[0] if rows else []
 
@@ -460,6 +465,8 @@ def parse_kv_file(data: bytes, lookup: Callable[[str], str | None] | None) -> li
 
 
 def validate_ip(text: str) -> str:
+    import ipaddress
+
     try:
         return str(ipaddress.ip_address(text.strip()))
     except ValueError:
@@ -474,6 +481,8 @@ def validate_mac(text: str) -> str:
 
 def parse_add_host(text: str) -> str:
     """``name:ip`` or ``name=ip`` (IPv6 may be bracketed) → Docker's ``name:ip``."""
+    import ipaddress
+
     sep = "=" if "=" in text else ":"
     name, found, ip = text.partition(sep)
     if not found or not name:

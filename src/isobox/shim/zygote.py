@@ -208,8 +208,10 @@ def _ours(path: str, inode: int) -> bool:
 
 
 def _warm_runtime() -> None:
-    """What the built-in runtime would load after the fork, in every monitor:
-    this host's cgroup manager, shutil, libseccomp (dlopen and its probes)."""
+    """What a monitor would load after the fork: this host's cgroup manager,
+    shutil, libseccomp (dlopen and its probes), the ascii codec, resource."""
+    import encodings.ascii  # noqa: F401
+    import resource  # noqa: F401
     import shutil  # noqa: F401
 
     from isobox import cgroups
