@@ -174,7 +174,11 @@ def test_detached_logs_exec_stop(box: Isobox, isolation: str) -> None:
     assert "PID" in top[0].split() and any("while true" in row for row in top[1:])
     assert not any("isobox" in row or "python" in row for row in top)  # only its processes
     if isolation == "vm":
-        box.fails("update", "--memory", "64m", cid, code=1, match="fixed with its VM")
+        box("update", "--memory", "64m", cid)  # the container's cgroup in the guest
+        assert box("exec", cid, "cat", "/sys/fs/cgroup/memory.max").stdout.strip() == \
+            str(64 << 20)
+        box.fails("update", "--memory", "2g", "--memory-swap", "-1", cid, code=1,
+                  match="does not fit its running VM")
     box("pause", cid)
     assert box.fmt(cid, "{{.State.Status}}") == "paused"
     box("unpause", cid)

@@ -64,6 +64,7 @@ class Agent:
             p.SIGNAL: self.signal, p.RESIZE: self.resize, p.SYNC: self.sync,
             p.STATS: self.stats, p.SHUTDOWN: self.shutdown, p.WAKE: self.wake,
             p.STAT_PATH: self.stat_path, p.EXTRACT: self.extract, p.TOP: self.top,
+            p.UPDATE: self.update,
         }
 
     def run(self) -> None:
@@ -167,6 +168,22 @@ class Agent:
             raise
         self.relay.attach(stdio.stream(req.stream, started.pid, started.master))
         return {"pid": started.pid}
+
+    def update(self, msg: Message) -> Message:
+        import json
+
+        from isobox.oci.runtime_spec import decode_resources
+        from isobox.oci.struct import ValidationError
+        from isobox.runtime.cgroup import manager_for
+        from isobox.runtime.state import Container
+
+        raw = rq.get_dict(msg, "resources")
+        try:
+            resources = decode_resources(json.dumps(raw).encode())
+        except ValidationError as exc:
+            raise InvalidArgument(f"invalid resources: {exc}") from None
+        manager_for(Container.load(self.runtime.root, self._container()).record).set(resources)
+        return {}
 
     def top(self, msg: Message) -> Message:
         from isobox.agent import command

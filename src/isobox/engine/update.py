@@ -18,7 +18,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from isobox.engine import live
-from isobox.errors import Conflict, InvalidArgument, Unavailable
+from isobox.errors import Conflict, InvalidArgument, IsoboxError, Unavailable
 from isobox.linux.files import atomic_write
 
 if TYPE_CHECKING:
@@ -118,9 +118,8 @@ def update(service: ContainerService, ref: str, body: dict[str, Any]) -> None:
     _check(host, new)
     resources = resources_of(new)
     if resources and live.is_live(record) and record.isolation == "vm":
-        raise Conflict(f"Cannot update container {record.id}: the resources of a running "
-                       "VM-isolated container are fixed with its VM; stop it, update, start")
-    if resources and live.is_live(record):
+        _update_in_vm(service, record.id, resources)
+    elif resources and live.is_live(record):
         result = run([runtime_binary(record.runtime), "--root", service.runtime_root,
                       "update", "--resources", "-", record.id],
                      input=json.dumps(resources).encode(), check=False, timeout=60)
@@ -143,6 +142,31 @@ def update(service: ContainerService, ref: str, body: dict[str, Any]) -> None:
     request["HostConfig"] = host
     service.store.set_request(record.id, request)
     service.event(record, "update")
+
+
+def _update_in_vm(service: ContainerService, container_id: str,
+                  resources: dict[str, Any]) -> None:
+    """The container's cgroup in its guest, through the agent. Its VM's size
+    and vCPUs are fixed while it runs: a memory limit must fit the VM (the
+    next start sizes the VM for the new limit)."""
+    from isobox.engine.vmspec import MEMORY_OVERHEAD_MB
+    from isobox.vm import execclient
+
+    d = service.dir(container_id)
+    try:
+        with open(os.path.join(d, "shim.json"), "rb") as f:
+            vm_mb = int(json.loads(f.read())["vm"]["memory_mb"])
+    except (OSError, ValueError, KeyError, TypeError):
+        vm_mb = 0
+    limit = (resources.get("memory") or {}).get("limit")
+    if vm_mb and limit and limit > (vm_mb - MEMORY_OVERHEAD_MB) << 20:
+        raise Conflict(f"Cannot update container {container_id}: a memory limit of "
+                       f"{limit >> 20} MiB does not fit its running VM ({vm_mb} MiB, "
+                       f"{MEMORY_OVERHEAD_MB} MiB of it the guest's): stop it, update, start")
+    try:
+        execclient.call(d, "update", resources=resources)
+    except IsoboxError as exc:
+        raise Unavailable(f"Cannot update container {container_id}: {exc}") from None
 
 
 def _write_restart(service: ContainerService, container_id: str, policy: dict[str, Any]) -> None:

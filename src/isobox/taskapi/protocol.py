@@ -68,6 +68,8 @@ id 0. ``stream`` fields are uint32 numbers the host picks, one per process.
     ``{"pid": int}``.
 ``top`` ``{"args": [str]}`` the guest's ``ps`` (busybox's) with ``args``,
     and the container's pids (its cgroup's). -> ``{"output": str, "pids": [int]}``.
+``update`` ``{"resources": <OCI linux.resources>}`` the running container's
+    cgroup limits, as ``isobox-runtime update``. -> ``{}``.
 ``signal`` ``{"stream", "signal": int, "all": bool}`` the init's stream:
     the runtime's kill (``all``: every process of the container); an exec
     stream: that process. -> ``{}``.
@@ -110,8 +112,9 @@ WAKE = "wake"
 STAT_PATH = "stat_path"
 EXTRACT = "extract"
 TOP = "top"
+UPDATE = "update"
 OPS = (HELLO, STORAGE, NETWORK, CREATE, START, EXEC, SIGNAL, RESIZE, SYNC, STATS, SHUTDOWN,
-       WAKE, STAT_PATH, EXTRACT, TOP)
+       WAKE, STAT_PATH, EXTRACT, TOP, UPDATE)
 
 READY = "ready"
 EXIT = "exit"

@@ -573,7 +573,7 @@ class Keeper:
                 self._flush_session(session)
 
             if op not in ("exec", "extract", "resize", "signal", "stats", "stat_path", "sync",
-                          "top"):
+                          "top", "update"):
                 answer({"ok": False, "error": f"op {op!r} is not allowed here"})
                 return
             if "stream" in message:
