@@ -9,6 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from isobox import errors
@@ -26,6 +27,8 @@ BACKEND: web.AppKey[Backend] = web.AppKey("backend", Backend)
 STATE: web.AppKey[dict[str, Any]] = web.AppKey("state", dict)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 def version_text(v: tuple[int, int]) -> str:
@@ -52,12 +55,24 @@ def status_of(exc: errors.IsoboxError) -> int:
     return 500
 
 
+_encode = msgspec.json.Encoder().encode
+
+
+def json_bytes(data: Any) -> bytes:
+    """``data`` as JSON and a newline, as dockerd writes it. msgspec is
+    several times faster than ``json.dumps``; what it refuses (NaN is
+    ``null`` there, not an error) goes through ``json`` as before."""
+    try:
+        return _encode(data) + b"\n"
+    except (TypeError, ValueError, OverflowError):
+        return json.dumps(data).encode() + b"\n"
+
+
 def json_response(data: Any, status: int = 200) -> web.Response:
     # Exactly "application/json": the docker CLI reads an error's message
     # only under that type (no charset).
-    response = web.Response(body=json.dumps(data).encode() + b"\n", status=status)
-    response.headers["Content-Type"] = "application/json"
-    return response
+    return web.Response(body=json_bytes(data), status=status, content_type=None,
+                        headers=_JSON_HEADERS)
 
 
 def error_response(status: int, message: str) -> web.Response:
@@ -186,12 +201,15 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
+#: Docker's headers on every response.
+DOCKER_HEADERS: dict[str, str] = {
+    "Api-Version": version_text(API_VERSION), "Docker-Experimental": "false",
+    "Ostype": "linux", "Server": "isoboxd (linux)"}
+
+
 async def docker_headers(request: web.Request, response: web.StreamResponse) -> None:
     """Docker's headers on every response (``on_response_prepare``)."""
-    response.headers["Api-Version"] = version_text(API_VERSION)
-    response.headers["Docker-Experimental"] = "false"
-    response.headers["Ostype"] = "linux"
-    response.headers["Server"] = "isoboxd (linux)"
+    response.headers.update(DOCKER_HEADERS)
 
 
 def add(app: web.Application, method: str, path: str, handler: Handler) -> None:

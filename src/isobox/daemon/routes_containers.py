@@ -45,7 +45,9 @@ async def list_(request: web.Request) -> web.Response:
     limit = qint(request, "limit", -1) or -1
     size = qbool(request, "size")
     filters = qfilters(request)
-    rows = await backend(request).call(lambda s: api_views.list_containers(
+    # Sizes walk the writable layers: the pool, not the reader thread.
+    call = backend(request).call if size else backend(request).read
+    rows = await call(lambda s: api_views.list_containers(
         s.containers, all_containers=all_, limit=limit, size=size, filters=filters))
     return json_response(rows)
 
@@ -76,7 +78,8 @@ async def inspect(request: web.Request) -> web.Response:
             out["SizeRootFs"] = out["SizeRw"]
         return out
 
-    return json_response(await backend(request).call(run))
+    call = backend(request).call if size else backend(request).read
+    return json_response(await call(run))
 
 
 async def top(request: web.Request) -> web.Response:

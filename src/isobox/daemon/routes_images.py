@@ -37,14 +37,14 @@ async def list_(request: web.Request) -> web.Response:
     all_ = qbool(request, "all")
     filters = filter_args(qfilters(request))
     digests = qbool(request, "digests", True)
-    rows = await backend(request).call(lambda s: api_images.list_images(
+    rows = await backend(request).read(lambda s: api_images.list_images(
         s.images, all_images=all_, filters=filters, digests=digests))
     return json_response(rows)
 
 
 async def inspect(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    return json_response(await backend(request).call(lambda s: s.images.inspect(name)))
+    return json_response(await backend(request).read(lambda s: s.images.inspect(name)))
 
 
 async def history(request: web.Request) -> web.Response:

@@ -29,6 +29,7 @@ from isobox.daemon import (
 )
 from isobox.daemon.api import BACKEND, STATE, docker_headers, errors_middleware
 from isobox.daemon.backend import Backend
+from isobox.daemon.fastpath import Front, FrontSite
 from isobox.engine.config import EngineConfig
 from isobox.errors import InvalidArgument, Unavailable
 
@@ -190,14 +191,25 @@ def listeners(hosts: list[str], *, tls: TLSOptions, insecure_tcp: bool,
     return out
 
 
+def fast_path_enabled() -> bool:
+    """The front for the hottest requests (``fastpath``), unless
+    ``ISOBOXD_FAST_PATH=0`` (everything through aiohttp, as before)."""
+    return os.environ.get("ISOBOXD_FAST_PATH", "1") != "0"
+
+
 async def serve(config: EngineConfig, found: list[Listener]) -> None:
     app = make_app(config)
     app[STATE]["listening"] = ", ".join(x.address for x in found)
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            shutdown_timeout=1.0)
     await runner.setup()
+    fronts: set[Front] = set()
     for listener in found:
-        site = web.SockSite(runner, listener.sock, ssl_context=listener.ssl_context)
+        site: web.SockSite
+        if fast_path_enabled():
+            site = FrontSite(runner, listener.sock, fronts, ssl_context=listener.ssl_context)
+        else:
+            site = web.SockSite(runner, listener.sock, ssl_context=listener.ssl_context)
         await site.start()
         log.info("API listening on %s", listener.address)
     stop = asyncio.Event()
@@ -209,6 +221,8 @@ async def serve(config: EngineConfig, found: list[Listener]) -> None:
         await stop.wait()
     finally:
         log.info("shutting down: containers keep running")
+        for front in list(fronts):
+            front.close()
         await runner.cleanup()
         for listener in found:
             for path in listener.cleanup:

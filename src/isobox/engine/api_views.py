@@ -38,10 +38,36 @@ def _ports(service: ContainerService, record: ContainerRecord) -> list[dict[str,
     return out
 
 
+#: bundle/config.json path -> (mtime_ns, size, inode, the process's args).
+_ARGS: dict[str, tuple[int, int, int, list[str]]] = {}
+_ARGS_MAX = 4096
+
+
+def cached_process_args(container_dir: str) -> list[str]:
+    """``views.process_args`` (the OCI spec read and parsed, 40-50 us), kept
+    while the spec's mtime, size and inode stay: a listing reads each spec
+    once per change instead of once per request. Only a spec that parsed is
+    kept (a half-written one is read again); safe from any thread."""
+    path = os.path.join(container_dir, "bundle", "config.json")
+    try:
+        st = os.stat(path)
+    except OSError:
+        return []
+    found = _ARGS.get(path)
+    if found is not None and found[:3] == (st.st_mtime_ns, st.st_size, st.st_ino):
+        return list(found[3])
+    args = process_args(container_dir)
+    if args:
+        if len(_ARGS) >= _ARGS_MAX:
+            _ARGS.clear()
+        _ARGS[path] = (st.st_mtime_ns, st.st_size, st.st_ino, list(args))
+    return args
+
+
 def container_summary(service: ContainerService, record: ContainerRecord, *,
                       size: bool = False, now: float | None = None) -> dict[str, Any]:
     """One item of ``GET /containers/json``."""
-    args = process_args(service.dir(record.id))
+    args = cached_process_args(service.dir(record.id))
     command = " ".join([*args[:1], *(f"'{a}'" if " " in a else a for a in args[1:])])
     host = record.request.get("HostConfig") or {}
     settings = service.networking.settings(service.dir(record.id)) or {}
