@@ -123,31 +123,38 @@ def mounts_under(root: Path) -> list[str]:
     return found
 
 
-def shim_processes(root: Path) -> dict[int, str]:
-    """pid -> container directory, for every monitor (``python -m
-    isobox.shim DIR``) running on a container of ``root``."""
-    prefix = str(root / "containers") + "/"
-    found = {}
+def live_processes(extra: str) -> Iterator[tuple[int, list[str], str]]:
+    """(pid, argv, the contents of /proc/PID/``extra``) of every live process."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 argv = f.read().decode(errors="replace").split("\0")
+            with open(f"/proc/{entry}/{extra}") as f:
+                more = f.read()
             with open(f"/proc/{entry}/stat") as f:
-                state = f.read().rpartition(")")[2].split()[0]
+                if f.read().rpartition(")")[2].split()[0] == "Z":
+                    continue
         except OSError:
             continue
-        if state == "Z":
-            continue
+        yield int(entry), argv, more
+
+
+def shim_processes(root: Path) -> dict[int, str]:
+    """pid -> container directory, for every monitor (``python -m
+    isobox.shim DIR``) running on a container of ``root``."""
+    prefix = str(root / "containers") + "/"
+    found = {}
+    for pid, argv, _ in live_processes("comm"):
         if "isobox.shim" in argv:
             directory = argv[argv.index("isobox.shim") + 1] if argv[-1] != "isobox.shim" else ""
         elif "isobox.shim.zygote" in argv:  # forked by isoboxd's launcher: find its log fd
-            directory = _container_dir_of_fds(int(entry), prefix)
+            directory = _container_dir_of_fds(pid, prefix)
         else:
             continue
         if directory.startswith(prefix):
-            found[int(entry)] = directory
+            found[pid] = directory
     return found
 
 
@@ -170,20 +177,11 @@ def launchers_under(base: Path) -> dict[int, str]:
     monitors it forked keep its command line but are named isobox-shim."""
     prefix = str(base).rstrip("/") + "/"
     found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().decode(errors="replace").split("\0")
-            with open(f"/proc/{entry}/comm") as f:
-                comm = f.read().strip()
-        except OSError:
-            continue
-        argv = [a for a in argv if a]
-        if ("isobox.shim.zygote" in argv and "--keep" in argv and comm != "isobox-shim"
+    for pid, raw, comm in live_processes("comm"):
+        argv = [a for a in raw if a]
+        if ("isobox.shim.zygote" in argv and "--keep" in argv and comm.strip() != "isobox-shim"
                 and argv[-1].startswith(prefix)):
-            found[int(entry)] = argv[-1]
+            found[pid] = argv[-1]
     return found
 
 

@@ -23,7 +23,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_containers_support import Isobox, Terminal, clean_box, make_box, until
+from cli_containers_support import (
+    Isobox,
+    Terminal,
+    clean_box,
+    live_processes,
+    make_box,
+    until,
+)
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("busybox") is None, reason="needs busybox-static"),
@@ -36,18 +43,8 @@ BOTH = pytest.mark.parametrize("isolation", ["process", "vm"])
 
 def qemu_processes(root: Path) -> list[int]:
     """QEMUs started for containers of ``root`` (their disks live under it)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().decode(errors="replace")
-        except OSError:
-            continue
-        if "qemu-system" in argv and str(root) in argv:
-            found.append(int(entry))
-    return found
+    return [pid for pid, argv, _ in live_processes("comm")
+            if "qemu-system" in " ".join(argv) and str(root) in " ".join(argv)]
 
 
 @pytest.fixture(scope="module")
