@@ -188,7 +188,11 @@ class Keeper:
             log(f"no VM template ({exc}): booting")
             return False
         made = time.monotonic()
-        state = os.open(saved.state, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            state = os.open(saved.state, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:  # replaced by a newer template meanwhile
+            log(f"the VM template went away ({exc}): booting")
+            return False
         try:
             self._spawn_qemu(template.restore_spec(shape, saved, self.settings),
                              {template.INCOMING_FD: state})
