@@ -130,9 +130,11 @@ def prepare(service: ContainerService, record: ContainerRecord, create: CreateRe
         "hostname": create.hostname or record.id[:12],
         "disks": vm_disks, "shares": shares, "nics": [], "sysctls": sysctls,
         "ephemeral": ephemeral,
-        # Restored from a saved VM instead of booted (isobox.vm.template), unless turned off.
+        # Restored from a saved VM instead of booted (isobox.vm.template), unless
+        # turned off or the initramfs is the user's (it may lack the SCSI drivers).
         "templates": os.path.join(kernel.vm_dir(service.config.root), "templates")
-        if options.get("templates", True) is not False else None,
+        if options.get("templates", True) is not False and not guest.initrd_override
+        else None,
     }
     return guest_spec, vm
 
