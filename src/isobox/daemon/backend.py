@@ -12,6 +12,7 @@ goes to the pool, so one slow read never holds up the others."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -36,6 +37,44 @@ class Services:
         self.containers = ContainerService(config, self.images)
 
 
+class NeedsWorker(Exception):
+    """An engine call on the event loop reached a write: it is run again on
+    a worker thread."""
+
+
+def _refuse(*args: Any, **kwargs: Any) -> None:
+    raise NeedsWorker
+
+
+#: What a read may write on its way (reconciling a container with its
+#: monitor's state, an AutoRemove removal): the event loop's services refuse
+#: these before anything is done, and the call goes to a worker thread.
+LOOP_REFUSES = {
+    "containers": ("_monitor_lost", "remove", "event"),
+    "containers.store": ("set_state", "set_request", "delete", "rename", "insert",
+                         "add_event"),
+    "containers.networking": ("detach",),
+}
+
+
+def loop_services(config: EngineConfig) -> Services:
+    """Services for pure reads on the event loop: every write in
+    ``LOOP_REFUSES`` raises ``NeedsWorker`` instead. Made on a worker (opening
+    the databases takes a file lock), with the network manager open."""
+    services = Services(config)
+    for path, names in LOOP_REFUSES.items():
+        target: Any = services
+        for part in path.split("."):
+            target = getattr(target, part)
+        for name in names:
+            if not callable(getattr(target, name, None)):
+                raise AttributeError(f"{path}.{name}: not a method (LOOP_REFUSES is stale)")
+            setattr(target, name, _refuse)
+    with contextlib.suppress(Exception):
+        services.containers.networking.manager  # noqa: B018  (opened here, not on the loop)
+    return services
+
+
 _Read = tuple[Callable[[Services], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 
 
@@ -49,6 +88,7 @@ class Backend:
         self._reads: queue.SimpleQueue[_Read | None] = queue.SimpleQueue()
         self._reader: threading.Thread | None = None
         self._reader_busy = False  # set and cleared on the event loop only
+        self._on_loop: Services | None = None
 
     def services(self) -> Services:
         found: Services | None = getattr(self._local, "services", None)
@@ -95,6 +135,21 @@ class Backend:
                 loop.call_soon_threadsafe(settle, self, future, result)
             except RuntimeError:  # the loop is closed
                 return
+
+    async def read_on_loop(self, fn: Callable[[Services], T]) -> T:
+        """``fn(services)`` right here on the event loop, for a read that
+        is short and bounded (one container's inspect: SQLite reads in WAL
+        never wait, a state file, a kill(pid, 0)): no thread hop at all.
+        If it reaches a write (``LOOP_REFUSES``) it is run again on the
+        reader thread, which writes as any worker does."""
+        if self._on_loop is None:
+            self._on_loop = await self.read(lambda s: loop_services(self.config))
+            with self._lock:
+                self._all.append(self._on_loop)
+        try:
+            return fn(self._on_loop)
+        except NeedsWorker:
+            return await self.read(fn)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """A plain blocking call (a read, a write) on a worker thread."""

@@ -78,7 +78,7 @@ async def inspect(request: web.Request) -> web.Response:
             out["SizeRootFs"] = out["SizeRw"]
         return out
 
-    call = backend(request).call if size else backend(request).read
+    call = backend(request).call if size else backend(request).read_on_loop
     return json_response(await call(run))
 
 

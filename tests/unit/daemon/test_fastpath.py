@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from isobox.daemon.api import json_bytes
-from isobox.daemon.backend import Backend, Services
+from isobox.daemon.backend import Backend, NeedsWorker, Services
 from isobox.daemon.fastpath import Front, FrontSite, parse_head
 from isobox.daemon.server import make_app
 from isobox.engine.config import load_config
@@ -256,3 +256,30 @@ def test_json_bytes() -> None:
     assert json.loads(json_bytes({"a": [1, "é", None]})) == {"a": [1, "é", None]}
     assert json_bytes(float("nan")) in (b"null\n", b"NaN\n")
     assert json.loads(json_bytes(1 << 70)) == 1 << 70  # msgspec refuses it: json
+
+
+def test_reads_on_the_loop_go_to_a_worker_at_the_first_write(tmp_path: Path) -> None:
+    config = load_config(str(tmp_path / "root"), env={"HOME": str(tmp_path)})
+    backend = Backend(config, workers=2)
+    written: list[str] = []
+
+    def read_then_write(s: Services) -> str:
+        where = threading.current_thread().name
+        s.containers.store.set_state("nope", {})  # refused on the loop
+        written.append(where)
+        return where
+
+    async def main() -> None:
+        loop_thread = threading.current_thread().name
+        assert await backend.read_on_loop(lambda s: threading.current_thread().name) \
+            == loop_thread
+        assert await backend.read_on_loop(read_then_write) == "engine-reader"
+        assert written == ["engine-reader"]
+        with pytest.raises(NeedsWorker):
+            assert backend._on_loop is not None
+            backend._on_loop.containers.networking.detach(str(tmp_path))
+
+    try:
+        asyncio.run(main())
+    finally:
+        backend.close()
