@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from isobox.engine import copy, fsaccess
 from isobox.errors import NotFound
+from isobox.images import fstree
 
 if TYPE_CHECKING:
     from isobox.engine.containers import ContainerService
@@ -55,7 +56,7 @@ def stat_path(service: ContainerService, ref: str, path: str) -> dict[str, Any]:
     with fsaccess.container_root(service, ref) as root:
         absolute = copy._in_container(path)
         try:
-            pfd, leaf, st = copy._locate(root.fd, absolute, False)
+            pfd, leaf, st = fstree.locate(root.fd, absolute, False)
         except OSError:
             raise NotFound(f"Could not find the file {path} in container {ref}") from None
         try:
