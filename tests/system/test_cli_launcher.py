@@ -131,6 +131,29 @@ def test_a_stale_launcher_is_replaced(box: Isobox) -> None:
     assert f"{SHIM_MAIN} changed" in log
 
 
+def test_a_stale_launcher_is_replaced_while_its_monitors_run(box: Isobox) -> None:
+    """A forked monitor holds none of its launcher's files (the lock above
+    all: a monitor holding it would keep every later launcher out)."""
+    pid = _ready_launcher(box)
+    cid = box("run", "-d", "--network", "none", "busybox", "sleep", "60").stdout.strip()
+    assert _monitor_is_forked(box, cid)
+    shim = next(p for p, d in shim_processes(box.root).items() if d.endswith(cid))
+    fds = {os.readlink(f"/proc/{shim}/fd/{fd}") for fd in os.listdir(f"/proc/{shim}/fd")}
+    assert not [f for f in fds if "shim-zygote" in f], fds
+    st = SHIM_MAIN.stat()
+    try:
+        os.utime(SHIM_MAIN, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        assert box("run", "--rm", "--network", "none", "busybox", "echo", "ok").stdout == "ok\n"
+        new = until(lambda: (launcher_pid(box.root) or pid) != pid and launcher_pid(box.root),
+                    timeout=30)
+        assert new and new != pid
+        other = box("run", "-d", "--network", "none", "busybox", "sleep", "60").stdout.strip()
+        assert _monitor_is_forked(box, other)
+    finally:
+        os.utime(SHIM_MAIN, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert box("stop", "-t", "1", cid, other).returncode == 0
+
+
 def test_a_launcher_of_another_installation_is_not_used(box: Isobox) -> None:
     pid = _ready_launcher(box)
     r, w = os.pipe()

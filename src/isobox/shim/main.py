@@ -5,6 +5,7 @@ See :mod:`isobox.shim.config` for the contract with the engine.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # the C module, no stubs
 import contextlib
 import json
 import os
@@ -12,7 +13,6 @@ import signal
 
 from isobox.errors import InvalidArgument, IsoboxError
 from isobox.linux import identity
-from isobox.linux.files import atomic_write
 from isobox.linux.inherit import ensure_stdio
 from isobox.shim.config import SHIM_PID, SOCKET, STATE_FILE, ShimConfig, now
 from isobox.shim.diag import describe, log
@@ -81,16 +81,30 @@ def main(argv: list[str]) -> int:
     if os.fork() != 0:
         os._exit(0)
     os.chdir("/")
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # _signal's, not signal.py's: its wrapper makes enums of the old handler,
+    # and every object it touches is a page copied from the zygote's.
+    _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
     try:
-        atomic_write(os.path.join(container_dir, SHIM_PID), str(os.getpid()).encode())
+        _write_pid(os.path.join(container_dir, SHIM_PID))
         cfg = ShimConfig.load(container_dir)
     except (IsoboxError, OSError) as exc:
         log(f"cannot start: {describe(exc)}")
         ready.fail(describe(exc), 125)
         return 1
     return run(cfg, ready)
+
+
+def _write_pid(path: str) -> None:
+    """shim.pid, replaced atomically; not fsynced: after a crash of the host
+    the pid in it is dead whatever the file says."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, str(os.getpid()).encode())
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
 
 
 def run(cfg: ShimConfig, ready: Ready) -> int:

@@ -74,13 +74,19 @@ def identity() -> tuple[str, str]:
             f"{sys.prefix}:{os.path.realpath(sys.executable)}")
 
 
-def _apply_inherited(fields: dict[str, str]) -> None:
-    """In the child: what a plain launch would have inherited from the caller."""
+def _prepare(fields: dict[str, str]) -> list[tuple[int, int, int]]:
+    """In the zygote, before the fork: what a plain launch would have
+    inherited from the caller. The environment (PATH alone, as launch()
+    gives a shim) and the umask are set in the zygote itself, which needs
+    neither, so that a child starts with them and dirties no page for them;
+    the rlimits that differ from the zygote's come back for the child."""
     path = fields.get("path") or os.environ.get("PATH") or DEFAULT_PATH
-    os.environ.clear()  # a shim's environment: PATH alone, as launch() gives it
-    os.environ["PATH"] = path
+    if len(os.environ) != 1 or os.environ.get("PATH") != path:
+        os.environ.clear()
+        os.environ["PATH"] = path
     if fields.get("umask", "").isdigit():
         os.umask(int(fields["umask"], 8))
+    limits = []
     if fields.get("rlimits"):
         import resource
 
@@ -88,19 +94,43 @@ def _apply_inherited(fields: dict[str, str]) -> None:
             try:
                 which, soft, hard = (int(x) for x in item.split(":"))
                 if resource.getrlimit(which) != (soft, hard):
-                    resource.setrlimit(which, (soft, hard))
+                    limits.append((which, soft, hard))
+            except (ValueError, OSError):
+                continue
+    return limits
+
+
+def _apply_inherited(limits: list[tuple[int, int, int]]) -> None:
+    """In the child: the rlimits :func:`_prepare` found different."""
+    if limits:
+        import resource
+
+        for which, soft, hard in limits:
+            try:
+                resource.setrlimit(which, (soft, hard))
             except (ValueError, OSError):
                 continue  # as much as this zygote may set
 
 
 def _child(directory: str, ready_fd: int, stderr_fd: int, listener: socket.socket,
-           fields: dict[str, str]) -> None:
+           limits: list[tuple[int, int, int]], lock: int | None = None) -> None:
+    # Each page this process writes is its own copy of the zygote's for as
+    # long as the monitor lives: C calls here, not the Python wrappers of
+    # signal.py or io, which touch many more objects.
+    import _signal  # type: ignore[import-not-found]  # the C module, no stubs
     import gc
 
     listener.close()
+    if lock is not None:
+        # flock belongs to the open file: a monitor holding it would keep a
+        # successor launcher out for as long as it lives.
+        os.close(lock)
     os.setsid()
-    with open("/proc/self/comm", "w") as comm:
-        comm.write("isobox-shim")  # what ps shows (the command line stays the zygote's)
+    comm = os.open("/proc/self/comm", os.O_WRONLY)
+    try:
+        os.write(comm, b"isobox-shim")  # what ps shows (the command line stays the zygote's)
+    finally:
+        os.close(comm)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)
@@ -109,9 +139,9 @@ def _child(directory: str, ready_fd: int, stderr_fd: int, listener: socket.socke
         if fd > 2:
             os.close(fd)
     os.chdir("/")
-    _apply_inherited(fields)
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
+    _apply_inherited(limits)
+    for sig in (_signal.SIGCHLD, _signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP):
+        _signal.signal(sig, _signal.SIG_DFL)
     gc.enable()
     from isobox.shim.main import main
 
@@ -133,6 +163,9 @@ class _Stamp:
     def _files() -> list[str]:
         files = set()
         for name, module in list(sys.modules.items()):
+            spec = getattr(module, "__spec__", None)
+            if name == "__main__" and spec is not None:
+                name = spec.name  # this zygote itself, run with -m
             if name == "isobox" or name.startswith("isobox."):
                 path = getattr(module, "__file__", None)
                 if path:
@@ -306,10 +339,11 @@ def serve(path: str, keep: float | None = None) -> None:
                     closing = True
                 continue
             last = time.monotonic()
+            limits = _prepare(fields)
             pid = os.fork()
             if pid == 0:
                 conn.close()
-                _child(directory, fds[0], fds[1], listener, fields)
+                _child(directory, fds[0], fds[1], listener, limits, lock)
             os.waitpid(pid, 0)  # the child forks the shim and exits at once
             conn.send(b"ok")
         except OSError as exc:
