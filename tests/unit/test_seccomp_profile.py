@@ -176,3 +176,25 @@ def test_input_not_modified() -> None:
 def test_invalid_profiles(profile: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidArgument, match=re.escape(message)):
         to_oci(profile, capabilities=[])
+
+
+def test_default_oci_is_to_oci_of_the_default_profile() -> None:
+    """The create path's shortcut gives exactly what the typed conversion
+    gives, for every arch, kernel and capability that the profile tests."""
+    import itertools
+
+    from isobox.oci.seccomp_profile import default_oci
+    from isobox.oci.struct import to_builtins
+
+    profile = docker_default_profile()
+    caps = sorted({c for call in profile["syscalls"] for key in ("includes", "excludes")
+                   for c in ((call.get(key) or {}).get("caps") or ())})
+    assert "CAP_SYS_ADMIN" in caps
+    cap_sets = [list(c) for n in range(3) for c in itertools.combinations(caps, n)]
+    cap_sets.append(caps)
+    for arch in ("x86_64", "aarch64", "s390x", "ppc64le", "riscv64", "armv7l", "sparc"):
+        for kernel in (None, (3, 10), (4, 8), (5, 4), (6, 1)):
+            for chosen in cap_sets:
+                want = to_builtins(to_oci(docker_default_profile(), capabilities=chosen,
+                                          arch=arch, kernel=kernel))
+                assert default_oci(chosen, arch, kernel) == want, (arch, kernel, chosen)

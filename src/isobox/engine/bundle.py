@@ -11,7 +11,6 @@ import stat
 from typing import TYPE_CHECKING, Any
 
 from isobox.errors import InvalidArgument, NotFound
-from isobox.linux.files import atomic_write
 
 if TYPE_CHECKING:
     from isobox.engine.api_types import CreateRequest
@@ -67,7 +66,7 @@ def write(service: ContainerService, record: ContainerRecord, image: ImageRecord
         from isobox.engine import vmspec
 
         spec, vm = vmspec.prepare(service, record, create, spec, mounts)
-    atomic_write(os.path.join(bundle, "config.json"), json.dumps(spec, indent=1).encode(), 0o600)
+    _plain_write(os.path.join(bundle, "config.json"), json.dumps(spec, indent=1).encode(), 0o600)
     _write_shim_config(service, record, create, merged, bundle, mounts, vm)
 
 
@@ -143,14 +142,24 @@ def _mkdir_in_root(rootfs: str, path: str) -> None:
         os.close(root_fd)
 
 
-def _plain_write(path: str, data: bytes) -> None:
+def _plain_write(path: str, data: bytes, mode: int = 0o644) -> None:
     """Replace ``path`` atomically, without fsync: the per-container files
-    Docker also writes without one (hostname, hosts, resolv.conf); a crash
-    before they reach the disk leaves a container that ``rm`` still removes."""
+    Docker (containerd) also writes without one (hostname, hosts,
+    resolv.conf, the bundle's config.json, the monitor's shim.json); a crash
+    before they reach the disk leaves a container that ``rm`` still removes.
+    The file has ``mode`` from its creation on (no window with more)."""
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)  # whatever the umask took away
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
     os.rename(tmp, path)
 
 
@@ -357,7 +366,7 @@ def _write_shim_config(service: ContainerService, record: ContainerRecord,
         shim["restart_hook"] = _isobox_command(service, "network", "reattach", record.id)
     if vm is not None:
         shim["vm"] = vm
-    atomic_write(os.path.join(service.dir(record.id), "shim.json"),
+    _plain_write(os.path.join(service.dir(record.id), "shim.json"),
                  json.dumps(shim).encode(), 0o600)
 
 

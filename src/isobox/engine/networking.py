@@ -139,9 +139,8 @@ class Networking:
     def validate(self, request: Mapping[str, Any], *, isolation: str = "") -> None:
         """Refuse, before anything exists, an unknown network, a host port
         already taken, or (``isolation`` vm, else the request's Isolation) a
-        network mode a VM cannot have (``check_vm``)."""
-        from isobox.network.host import bind_check
-
+        network mode a VM cannot have (``check_vm``). The network stack
+        (isobox.network, pyroute2: ~20 ms) is imported only for a network."""
         host = request.get("HostConfig") or {}
         mode = host.get("NetworkMode") or "default"
         if mode.startswith("container:") and not mode[len("container:"):]:
@@ -170,6 +169,8 @@ class Networking:
                 raise Conflict(f"Bind for {spec.host_ip}:{spec.host_port} failed: port is "
                                "already allocated")
             if spec.host_port:
+                from isobox.network.host import bind_check
+
                 bind_check(spec.host_ip, spec.host_port, spec.proto)
 
     # -- start ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from isobox.errors import InvalidArgument, Unavailable
 from isobox.linux import capabilities as caps_mod
 from isobox.oci.image_spec import ImageConfig
 from isobox.oci.runtime_spec import OCI_VERSION
-from isobox.oci.seccomp_profile import docker_default_profile, to_oci
+from isobox.oci.seccomp_profile import default_oci, to_oci
 from isobox.oci.struct import to_builtins
 
 __all__ = ["ANNOTATION_ID", "ANNOTATION_IMAGE", "ANNOTATION_ISOLATION", "DEFAULT_PATH",
@@ -250,14 +250,13 @@ def _seccomp(sec: SecurityOptions, host: HostConfig, caps: list[str], arch: str,
     if sec.seccomp == "unconfined" or host.privileged:
         return None
     if sec.seccomp is None:
-        profile = docker_default_profile()
-    else:
-        try:
-            profile = msgspec.json.decode(sec.seccomp)
-        except msgspec.DecodeError as exc:
-            raise InvalidArgument(f"decoding seccomp profile failed: {exc}") from None
-        if not isinstance(profile, dict):
-            raise InvalidArgument("decoding seccomp profile failed: not a JSON object")
+        return default_oci(caps, arch, kernel)  # the same, without the typed conversion
+    try:
+        profile = msgspec.json.decode(sec.seccomp)
+    except msgspec.DecodeError as exc:
+        raise InvalidArgument(f"decoding seccomp profile failed: {exc}") from None
+    if not isinstance(profile, dict):
+        raise InvalidArgument("decoding seccomp profile failed: not a JSON object")
     result: dict[str, Any] = to_builtins(to_oci(profile, capabilities=caps, arch=arch,
                                                 kernel=kernel))
     return result

@@ -51,8 +51,7 @@ from typing import Any, BinaryIO, Literal, Protocol
 
 from isobox.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Unavailable
 from isobox.images.chain import chain_id as make_chain_id
-from isobox.images.flatten import flatten
-from isobox.images.layers import DEFAULT_LIMITS, Limits, apply_layer
+from isobox.images.layerstream import DEFAULT_LIMITS, Limits
 from isobox.linux import libc, mounts
 from isobox.oci import digest as digests
 
@@ -247,6 +246,8 @@ class OverlaySnapshotter:
                                    None)
             staging = self._stage(f"unpack-{hexid}-")
             os.mkdir(os.path.join(staging, "fs"), 0o755)
+            from isobox.images.layers import apply_layer  # unpacking only: tar readers
+
             result = apply_layer(blob, os.path.join(staging, "fs"), limits=self.limits)
             if result.diff_id != expected_diff_id:
                 raise InvalidArgument(f"layer content does not match its diff id: want "
@@ -360,6 +361,8 @@ class OverlaySnapshotter:
             staging = self._stage(f"flat-{hexid}-")
             try:
                 os.mkdir(os.path.join(staging, "fs"), 0o755)
+                from isobox.images.flatten import flatten
+
                 flatten([os.path.join(self._dir(i["id"]), "fs") for i in reversed(lowers)],
                         os.path.join(staging, "fs"))
                 link = self._make_link(f"flat:{hexid}", final)
