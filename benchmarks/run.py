@@ -38,6 +38,7 @@ import math
 import os
 import platform
 import resource
+import select
 import shutil
 import statistics
 import subprocess
@@ -72,8 +73,18 @@ def run(argv: list[str], *, env: dict[str, str], timeout: float = 300,
         check: bool = True) -> subprocess.CompletedProcess[bytes]:
     # Files, not pipes: a detached container must not hold our pipe open.
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                           timeout=timeout)
+        p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        # Not subprocess.run(timeout=): its wait polls with sleeps of up to
+        # 50 ms, which rounded every latency up to the next step of a 50 ms grid.
+        pidfd = os.pidfd_open(p.pid)
+        try:
+            if not select.select([pidfd], [], [], timeout)[0]:
+                p.kill()
+                p.wait()
+                raise subprocess.TimeoutExpired(argv, timeout)
+        finally:
+            os.close(pidfd)
+        p.wait()
         out.seek(0)
         err.seek(0)
         result = subprocess.CompletedProcess(argv, p.returncode, out.read(), err.read())
@@ -266,7 +277,8 @@ def latency(tools: list[Tool], rounds: int, warmup: int = 2) -> None:
 
 def parallel_start(tool: Tool, count: int) -> list[str]:
     """``count`` detached containers started at once; their ids."""
-    ids, failures = [], []
+    ids: list[str] = []
+    failures: list[str] = []
     with contextlib.ExitStack() as files:
         start = time.perf_counter()
         procs = []
