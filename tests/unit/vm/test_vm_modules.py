@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import lzma
-import os
 import struct
 from pathlib import Path
 
 import pytest
-from vmtest_util import REAL_MODULES, build_module
+from vmtest_util import build_module
 
 from isobox.errors import InvalidArgument, NotFound
 from isobox.vm.modules import (
@@ -123,20 +122,3 @@ def test_canonical() -> None:
     assert canonical("net-failover") == "net_failover"
 
 
-@pytest.mark.skipif(not os.path.isdir(REAL_MODULES), reason=f"no unpacked kernel at {REAL_MODULES}")
-def test_real_debian_modules() -> None:
-    tree = ModuleTree(REAL_MODULES)
-    virtio_pci = tree.find("virtio_pci")
-    assert virtio_pci is not None
-    info = modinfo(read_module(virtio_pci), virtio_pci)
-    assert set(depends(info)) == {"virtio_ring", "virtio_pci_modern_dev",
-                                  "virtio_pci_legacy_dev", "virtio"}
-    order = [m.name for m in tree.load_order(["virtio_pci", "ext4", "erofs", "9p"])]
-    for before, after in [("virtio_ring", "virtio"), ("virtio", "virtio_pci"), ("jbd2", "ext4"),
-                          ("crc32c_generic", "libcrc32c"), ("libcrc32c", "erofs"),
-                          ("netfs", "fscache"), ("fscache", "9p"), ("9pnet", "9p")]:
-        assert order.index(before) < order.index(after)
-    assert len(order) == len(set(order))
-    signed = read_module(virtio_pci)
-    assert len(strip_signature(signed)) < len(signed)
-    assert modinfo(strip_signature(signed))["name"] == ["virtio_pci"]

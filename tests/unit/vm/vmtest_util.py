@@ -7,8 +7,6 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-REAL_MODULES = "/tmp/vmx/k/lib/modules/6.1.0-56-amd64"
-
 
 @dataclass
 class CpioEntry:
