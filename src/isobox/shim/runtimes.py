@@ -127,19 +127,8 @@ class InProcessRuntime:
             if theirs is not None:
                 theirs.close()
                 theirs = None
-            try:
-                line = read_line(r, CREATE_TIMEOUT)
-                if line is None:
-                    os.kill(pid, signal.SIGKILL)
-            finally:
-                os.close(r)
-                os.waitpid(pid, 0)
-            if line is None:
-                raise Unavailable(f"runtime create did not finish within {CREATE_TIMEOUT:.0f}s")
-            try:
-                msg: dict[str, Any] = json.loads(line) if line else {}
-            except ValueError:
-                msg = {}
+            msg = _child_reply(pid, r, CREATE_TIMEOUT,
+                               f"runtime create did not finish within {CREATE_TIMEOUT:.0f}s")
             if not msg.get("ok"):
                 message = str(msg.get("error") or "container setup failed")
                 raise error_for(message, int(msg.get("exit_code") or 125))
@@ -361,6 +350,20 @@ def in_child(fn: Callable[[], None], timeout: float = COMMAND_TIMEOUT) -> None:
         finally:
             os._exit(0)
     os.close(w)
+    reply = _child_reply(pid, r, timeout, f"no answer from the runtime within {timeout:.0f}s")
+    if reply.get("ok"):
+        return
+    message = str(reply.get("error") or "the runtime's child died")
+    cls = getattr(errors, str(reply.get("kind")), None)
+    if not (isinstance(cls, type) and issubclass(cls, IsoboxError)):
+        raise errors.for_exit_code(message, int(reply.get("exit_code") or 125))
+    raise cls(message)
+
+
+def _child_reply(pid: int, r: int, timeout: float, late: str) -> dict[str, Any]:
+    """The JSON line a child writes on ``r`` before it exits ({} if none or
+    not JSON); a child silent for ``timeout`` seconds is killed (Unavailable:
+    ``late``). Closes ``r`` and reaps the child."""
     try:
         line = read_line(r, timeout)
         if line is None:
@@ -369,18 +372,12 @@ def in_child(fn: Callable[[], None], timeout: float = COMMAND_TIMEOUT) -> None:
         os.close(r)
         os.waitpid(pid, 0)
     if line is None:
-        raise Unavailable(f"no answer from the runtime within {timeout:.0f}s")
+        raise Unavailable(late)
     try:
-        reply: dict[str, Any] = json.loads(line) if line else {}
+        reply = json.loads(line) if line else {}
     except ValueError:
-        reply = {}
-    if reply.get("ok"):
-        return
-    message = str(reply.get("error") or "the runtime's child died")
-    cls = getattr(errors, str(reply.get("kind")), None)
-    if not (isinstance(cls, type) and issubclass(cls, IsoboxError)):
-        raise errors.for_exit_code(message, int(reply.get("exit_code") or 125))
-    raise cls(message)
+        return {}
+    return reply if isinstance(reply, dict) else {}
 
 
 def _describe(exc: BaseException) -> str:
