@@ -19,13 +19,15 @@ def vm() -> None:
 @pass_ctx
 @daemon_errors
 def setup(ctx: Context, package: str | None) -> None:
-    """Fetch the guest kernel, build the initramfs, probe KVM (else TCG)."""
+    """Fetch the guest kernel, build the initramfs, probe KVM (else TCG), make
+    the VM templates containers start from."""
     from isobox.engine.vmhost import setup as vm_setup
 
     result = vm_setup(ctx.config, package)
     click.echo(f"guest kernel {result['Kernel']} ready ({result['KernelPath']})")
     click.echo(f"initramfs {result['Initramfs']}")
     click.echo(f"accelerator: {result['Accelerator']}: {result['Reason']}")
+    click.echo(f"VM templates: {result['Templates']}")
 
 
 def register(cli: click.Group) -> None:

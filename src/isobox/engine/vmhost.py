@@ -11,14 +11,22 @@ from isobox.errors import IsoboxError
 
 def setup(config: EngineConfig, package: str | None = None) -> dict[str, str]:
     """Fetch and unpack the guest kernel, build the initramfs, probe the
-    accelerator (a boot under KVM; TCG when it does not reach init)."""
-    from isobox.vm import accel, initramfs, kernel
+    accelerator (a boot under KVM; TCG when it does not reach init), and
+    make the VM templates of the default shapes."""
+    from isobox.engine.vmspec import BOOT_TIMEOUT, default_template_shapes
+    from isobox.vm import accel, initramfs, kernel, template
 
     guest = kernel.setup(config.root, package)
     initrd = initramfs.ensure(config.root, guest)
     choice = accel.choose(config.root, guest)
+    options = config.settings.get("vm") or {}
+    forced = options.get("accel")
+    shapes = [] if options.get("kernel") or options.get("initrd") else default_template_shapes(
+        config, guest, initrd, forced if forced in ("kvm", "tcg") else choice.accel)
+    made = [template.ensure(shape, BOOT_TIMEOUT).path for shape in shapes]
     return {"Kernel": guest.version, "KernelPath": guest.kernel, "Initramfs": initrd,
-            "Accelerator": choice.accel, "Reason": choice.reason}
+            "Accelerator": choice.accel, "Reason": choice.reason,
+            "Templates": ", ".join(made) or "off"}
 
 
 def facts(config: EngineConfig) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from isobox.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from isobox.engine.api_types import CreateRequest
+    from isobox.engine.config import EngineConfig
     from isobox.engine.container_store import ContainerRecord
     from isobox.engine.containers import ContainerService
     from isobox.images.snapshots import Mount
@@ -84,7 +85,7 @@ def accelerator(service: ContainerService, guest: Any) -> tuple[str, str]:
 def prepare(service: ContainerService, record: ContainerRecord, create: CreateRequest,
             spec: dict[str, Any], mounts: list[Mount]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(guest spec, vm settings) for a VM-isolated container."""
-    from isobox.vm import disks, initramfs, kernel
+    from isobox.vm import disks, initramfs
 
     d = service.dir(record.id)
     host = create.host_config
@@ -116,10 +117,10 @@ def prepare(service: ContainerService, record: ContainerRecord, create: CreateRe
                          "fstype": "ext4", "role": "upper"})
 
     guest_spec, shares, sysctls = _guest_spec(spec, d)
-    memory_mb = int(options.get("memory-mb") or DEFAULT_MEMORY_MB)
+    memory_mb = _default_memory_mb(options)
     if host.memory:
         memory_mb = max(memory_mb, -(-host.memory // (1 << 20)) + MEMORY_OVERHEAD_MB)
-    cpus = int(options.get("cpus") or 1)
+    cpus = _default_cpus(options)
     if host.nano_cpus:
         cpus = max(1, min(os.cpu_count() or 1, -(-host.nano_cpus // 1_000_000_000)))
     vm = {
@@ -130,13 +131,46 @@ def prepare(service: ContainerService, record: ContainerRecord, create: CreateRe
         "hostname": create.hostname or record.id[:12],
         "disks": vm_disks, "shares": shares, "nics": [], "sysctls": sysctls,
         "ephemeral": ephemeral,
-        # Restored from a saved VM instead of booted (isobox.vm.template), unless
-        # turned off or the initramfs is the user's (it may lack the SCSI drivers).
-        "templates": os.path.join(kernel.vm_dir(service.config.root), "templates")
-        if options.get("templates", True) is not False and not guest.initrd_override
-        else None,
+        "templates": templates_dir(service.config, guest),
     }
     return guest_spec, vm
+
+
+def _default_memory_mb(options: dict[str, Any]) -> int:
+    return int(options.get("memory-mb") or DEFAULT_MEMORY_MB)
+
+
+def _default_cpus(options: dict[str, Any]) -> int:
+    return int(options.get("cpus") or 1)
+
+
+def templates_dir(config: EngineConfig, guest: Any) -> str | None:
+    """Where VM templates live: VMs are restored from a saved VM instead of
+    booted (isobox.vm.template), unless turned off or the initramfs is the
+    user's (it may lack the SCSI drivers)."""
+    from isobox.vm import kernel
+
+    options = config.settings.get("vm") or {}
+    if options.get("templates", True) is False or guest.initrd_override:
+        return None
+    return os.path.join(kernel.vm_dir(config.root), "templates")
+
+
+def default_template_shapes(config: EngineConfig, guest: Any, initrd: str,
+                            accel: str) -> list[Any]:
+    """The template shapes of containers without --memory or --cpus: with
+    and without a NIC (``vm setup`` makes them, so no first start waits)."""
+    from isobox.vm.template import Shape
+
+    directory = templates_dir(config, guest)
+    if directory is None:
+        return []
+    options = config.settings.get("vm") or {}
+    return [Shape(directory=directory, qemu=None, kernel=guest.kernel, initrd=initrd,
+                  accel=accel, memory_mb=_default_memory_mb(options),
+                  cpus=_default_cpus(options), nic=nic, share_tag=FILES_SHARE,
+                  share_readonly=True)
+            for nic in (False, True)]
 
 
 def _lower_dirs(mounts: list[Mount]) -> list[str]:
