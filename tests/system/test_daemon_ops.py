@@ -221,3 +221,21 @@ def test_socket_activation(tmp_path: Path) -> None:
     finally:
         _stop(proc)
         shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def test_a_stopping_daemon_leaves_a_newer_daemons_socket(tmp_path: Path) -> None:
+    """A daemon removes its socket file at the end only if it is still the
+    one it bound: another daemon may have taken the path meanwhile."""
+    with running_daemon(tmp_path / "old") as old:
+        old.sock.unlink()  # as if it had stopped listening; a new daemon takes the path
+        new = Daemon(tmp_path / "new-root", old.sock, tmp_path / "new-home")
+        (tmp_path / "new-home").mkdir()
+        new.start()
+        try:
+            old.stop()
+            assert old.sock.exists()
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.connect(str(old.sock))  # the new daemon still answers there
+        finally:
+            new.stop()
+        assert not old.sock.exists()  # the new one removes its own

@@ -53,7 +53,9 @@ class Listener:
     address: str
     sock: socket.socket
     ssl_context: ssl.SSLContext | None = None
-    cleanup: list[str] = field(default_factory=list)
+    #: Socket files to remove at the end: (path, the inode bound there), so
+    #: that a path another daemon has bound since is left alone.
+    cleanup: list[tuple[str, int]] = field(default_factory=list)
 
 
 def make_app(config: EngineConfig) -> web.Application:
@@ -101,7 +103,7 @@ def _unix_listener(path: str, group: str | None) -> Listener:
     os.chown(path, -1, gid)
     os.chmod(path, 0o660)
     sock.listen(128)
-    return Listener(f"unix://{path}", sock, cleanup=[path])
+    return Listener(f"unix://{path}", sock, cleanup=[(path, os.stat(path).st_ino)])
 
 
 def _tls_context(tls: TLSOptions) -> ssl.SSLContext:
@@ -225,9 +227,10 @@ async def serve(config: EngineConfig, found: list[Listener]) -> None:
             front.close()
         await runner.cleanup()
         for listener in found:
-            for path in listener.cleanup:
+            for path, inode in listener.cleanup:
                 with contextlib.suppress(OSError):
-                    os.unlink(path)
+                    if os.stat(path).st_ino == inode:
+                        os.unlink(path)
 
 
 def _notify_ready() -> None:
