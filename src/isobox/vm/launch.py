@@ -26,9 +26,10 @@ _CHILD_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, 
                   signal.SIGWINCH)
 
 
-def spawn(argv: list[str], fds: dict[int, int]) -> int:
+def spawn(argv: list[str], fds: dict[int, int], stderr: int | None = None) -> int:
     """Fork and exec ``argv`` with ``fds`` ({number in QEMU: ours}) as its
-    only descriptors besides /dev/null on 0 and 1 and our stderr on 2; its pid."""
+    only descriptors besides /dev/null on 0 and 1 and ``stderr`` (else ours)
+    on 2; its pid."""
     pid = os.fork()
     if pid != 0:
         return pid
@@ -37,6 +38,8 @@ def spawn(argv: list[str], fds: dict[int, int]) -> int:
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
         os.dup2(null, 1)
+        if stderr is not None:
+            os.dup2(stderr, 2)
         # Out of the way first (above every target): a source may sit where
         # another target goes.
         moved = {target: fcntl.fcntl(source, fcntl.F_DUPFD, _HIGH_FD)

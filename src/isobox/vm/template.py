@@ -9,7 +9,7 @@ of that shape starts, under a lock, and kept in the templates directory::
     <templates>/<shape>-<key>/ram    guest RAM: the VM ran on it (shared mapping)
                               state  QEMU's device state (a migration stream
                                      without the RAM: x-ignore-shared)
-                              console.log
+                              console.log, console.log.qemu (QEMU's messages)
 
 A restore maps ``ram`` privately (copy on write: the file never changes,
 and the page cache holds one copy for every VM restored from it), loads
@@ -206,11 +206,15 @@ def _boot_and_save(shape: Shape, ram: str, state: str, console_log: str, share: 
     agent_ours, agent_theirs = socket.socketpair()
     qmp_ours, qmp_theirs = socket.socketpair()
     out = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    # QEMU's own messages (the backend-less NIC's warning...) go next to the console's.
+    messages = os.open(console_log + ".qemu", os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                       | os.O_CLOEXEC, 0o600)
     pid = 0
     try:
         argv = qemu.command(_spec(shape, ram, making=True, console_log=console_log,
                                   share_path=share, nic=None), shape.qemu)
-        pid = launch.spawn(argv, {AGENT_FD: agent_theirs.fileno(), QMP_FD: qmp_theirs.fileno()})
+        pid = launch.spawn(argv, {AGENT_FD: agent_theirs.fileno(), QMP_FD: qmp_theirs.fileno()},
+                           stderr=messages)
         agent_theirs.close()
         qmp_theirs.close()
         channel = Channel(agent_ours.fileno())
@@ -228,6 +232,7 @@ def _boot_and_save(shape: Shape, ram: str, state: str, console_log: str, share: 
         raise Unavailable(f"the VM template stopped while it was made: {exc}") from None
     finally:
         os.close(out)
+        os.close(messages)
         if pid:
             launch.kill(pid)
             launch.reap(pid, block=True)
