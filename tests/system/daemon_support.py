@@ -125,3 +125,7 @@ def running_daemon(tmp: Path, extra: tuple[str, ...] = ()) -> Iterator[Daemon]:
         daemon.stop()
         daemon.remove_all()
         shutil.rmtree(sockdir, ignore_errors=True)
+        from cli_containers_support import destroy_networks, stop_launchers
+
+        stop_launchers(root)
+        destroy_networks(root)  # the root's bridges and nftables table
