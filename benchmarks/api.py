@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from run import PATH, Dockerd, _unmount_under, not_root, run
+from run import PATH, Dockerd, not_root, remove_base, run
 
 BIN = Path(sys.executable).parent
 COMMANDS = {
@@ -149,8 +149,7 @@ def main() -> int:
         isoboxd.stop()
         if dockerd is not None:
             dockerd.stop()
-        _unmount_under(base)
-        shutil.rmtree(base, ignore_errors=True)
+        remove_base(base)
     print(json.dumps(result, indent=2) if args.json else render(result))
     return 0
 

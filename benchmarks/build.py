@@ -21,7 +21,6 @@ Usage (as root):  .venv/bin/python benchmarks/build.py [--cold 3] [--cached 5] [
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shutil
 import statistics
 import subprocess
@@ -32,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from run import PATH, Dockerd, _unmount_under, log, not_root
+from run import PATH, Dockerd, log, not_root, remove_base
 
 ISOBOX = str(Path(sys.executable).parent / "isobox")
 
@@ -229,9 +228,7 @@ def main() -> int:
     finally:
         if daemon is not None:
             daemon.stop()
-        with contextlib.suppress(Exception):
-            _unmount_under(base)
-        shutil.rmtree(base, ignore_errors=True)
+        remove_base(base)
     return 0
 
 

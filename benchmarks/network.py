@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from api import Isoboxd
-from run import Dockerd, Tool, _unmount_under, docker_tool, isobox_tool, log, not_root, pct, run
+from run import Dockerd, Tool, docker_tool, isobox_tool, log, not_root, pct, remove_base, run
 
 from isobox.network import NetlinkLinks, NetworkManager, Pool
 
@@ -458,21 +458,9 @@ def main() -> int:
                     eng("network", "rm", eng.network)
         if isoboxd is not None:
             isoboxd.stop()
-        if engines:
-            from isobox.engine.networking import open_manager
-
-            for root in (base / "isobox", base / "isoboxd" / "root"):
-                if not root.is_dir():
-                    continue
-                nets = open_manager(str(root))
-                try:
-                    nets.destroy()
-                finally:
-                    nets.close()
         if daemon is not None:
             daemon.stop()
-        _unmount_under(base)
-        shutil.rmtree(base, ignore_errors=True)
+        remove_base(base)
     print(json.dumps(result, indent=1) if args.json else render(result))
     return 0
 

@@ -449,10 +449,36 @@ def main() -> int:
                 tool.remove_all()
         if daemon is not None:
             daemon.stop()
-        _unmount_under(base)
-        shutil.rmtree(base, ignore_errors=True)
+        remove_base(base)
     print(json.dumps(result, indent=2) if args.json else render(result))
     return 0
+
+
+def remove_base(base: Path) -> None:
+    """Remove a benchmark's work directory, and first what its isobox roots
+    made outside it (see ``release_roots``)."""
+    release_roots(base)
+    _unmount_under(base)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def release_roots(base: Path) -> None:
+    """The host state of the isobox roots at most two levels below ``base``:
+    their networks (bridges, nftables table, DNS) and warm launchers."""
+    import signal
+
+    from isobox.engine.networking import open_manager
+
+    for depth in ("", "*/", "*/*/"):
+        for pid_file in base.glob(f"{depth}run/shim-zygote.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        for network in base.glob(f"{depth}network"):
+            nets = open_manager(str(network.parent))
+            try:
+                nets.destroy()
+            finally:
+                nets.close()
 
 
 def _unmount_under(base: Path) -> None:

@@ -120,6 +120,34 @@ def stats(samples: list[float]) -> dict[str, float]:
             "min": ordered[0]}
 
 
+def measure(root: str, rounds: int) -> tuple[str, dict[str, list[float]], dict[str, Any]]:
+    """(accelerator, seconds per run kind, idle memory) in the root ``root``."""
+    isobox(root, "image", "bootstrap", "busybox")
+    isobox(root, "vm", "setup", timeout=1800)
+    Path(root, "cold.json").write_text(json.dumps({"vm": {"templates": False}}))
+    facts = json.loads(isobox(root, "info", "--format", "json"))
+    accel = facts["VM"]["Accelerator"]
+    runs = {
+        "floor: bare QEMU boot + poweroff": lambda: floor_boot(root, accel),
+        "isobox run --rm --isolation=vm": lambda: timed(lambda: isobox(
+            root, "run", "--rm", "--isolation=vm", "busybox", "true")),
+        "the same, booted (no template)": lambda: timed(lambda: isobox(
+            root, "run", "--rm", "--isolation=vm", "busybox", "true", cold=True)),
+        "isobox run --rm (process)": lambda: timed(lambda: isobox(
+            root, "run", "--rm", "--network", "none", "busybox", "true")),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for round_no in range(rounds + 1):
+        order = names[round_no % len(names):] + names[:round_no % len(names)]
+        for name in order:
+            seconds = runs[name]()
+            if round_no:  # the first round warms caches (initramfs, layer images)
+                samples[name].append(seconds)
+    memory = {"restored": idle_memory(root, cold=False), "booted": idle_memory(root, cold=True)}
+    return accel, samples, memory
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
@@ -128,29 +156,12 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "compileall", "-q",
                     str(Path(__file__).resolve().parent.parent / "src")], check=False)
     with tempfile.TemporaryDirectory(prefix="isobox-bench-vm-") as root:
-        isobox(root, "image", "bootstrap", "busybox")
-        isobox(root, "vm", "setup", timeout=1800)
-        Path(root, "cold.json").write_text(json.dumps({"vm": {"templates": False}}))
-        facts = json.loads(isobox(root, "info", "--format", "json"))
-        accel = facts["VM"]["Accelerator"]
-        runs = {
-            "floor: bare QEMU boot + poweroff": lambda: floor_boot(root, accel),
-            "isobox run --rm --isolation=vm": lambda: timed(lambda: isobox(
-                root, "run", "--rm", "--isolation=vm", "busybox", "true")),
-            "the same, booted (no template)": lambda: timed(lambda: isobox(
-                root, "run", "--rm", "--isolation=vm", "busybox", "true", cold=True)),
-            "isobox run --rm (process)": lambda: timed(lambda: isobox(
-                root, "run", "--rm", "--network", "none", "busybox", "true")),
-        }
-        samples: dict[str, list[float]] = {name: [] for name in runs}
-        names = list(runs)
-        for round_no in range(args.rounds + 1):
-            order = names[round_no % len(names):] + names[:round_no % len(names)]
-            for name in order:
-                seconds = runs[name]()
-                if round_no:  # the first round warms caches (initramfs, layer images)
-                    samples[name].append(seconds)
-        memory = {"restored": idle_memory(root, cold=False), "booted": idle_memory(root, cold=True)}
+        try:
+            accel, samples, memory = measure(root, args.rounds)
+        finally:
+            from run import release_roots
+
+            release_roots(Path(root))  # the bridge the VM containers used, the launcher
     results = {name: stats(s) for name, s in samples.items()}
     floor = results["floor: bare QEMU boot + poweroff"]["median"]
     if args.json:
