@@ -25,6 +25,7 @@ from isobox.agent.stdio import Stdio
 from isobox.agent.storage import Storage
 from isobox.errors import Conflict, InvalidArgument, IsoboxError, NotRunning
 from isobox.linux.loop import Loop
+from isobox.linux.proc import total_memory
 from isobox.taskapi import frames
 from isobox.taskapi import protocol as p
 
@@ -243,7 +244,7 @@ class Agent:
 
     def stats(self, msg: Message) -> Message:
         raw = self.runtime.stats(self._container())
-        return dict(stats.summarize(raw, stats.guest_memory()))
+        return dict(stats.summarize(raw, total_memory()))
 
     def wake(self, msg: Message) -> Message:
         req = rq.parse_wake(msg)

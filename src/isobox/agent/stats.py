@@ -27,14 +27,3 @@ def summarize(raw: dict[str, Any], guest_memory: int) -> dict[str, int]:
         "cpu_usage_ns": int(((raw.get("cpu") or {}).get("usage") or {}).get("total") or 0),
         "pids": int((raw.get("pids") or {}).get("current") or 0),
     }
-
-
-def guest_memory(meminfo: str = "/proc/meminfo") -> int:
-    try:
-        with open(meminfo) as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0

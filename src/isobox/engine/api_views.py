@@ -275,9 +275,9 @@ def stats_stream(service: ContainerService, ref: str, *, stream: bool, one_shot:
 # -- info -------------------------------------------------------------------------------
 
 def _meminfo() -> int:
-    from isobox.engine.stats import host_memory
+    from isobox.linux.proc import total_memory
 
-    return host_memory()
+    return total_memory()
 
 
 def info(service: ContainerService, *, name: str, api_socket: str) -> dict[str, Any]:

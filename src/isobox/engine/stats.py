@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from isobox.engine import live
 from isobox.errors import IsoboxError
+from isobox.linux.proc import total_memory
 
 if TYPE_CHECKING:
     from isobox.engine.container_store import ContainerRecord
@@ -62,17 +63,6 @@ def system_cpu_ns(stat_path: str = "/proc/stat") -> int:
             if line.startswith("cpu "):
                 ticks = sum(int(v) for v in line.split()[1:8])
                 return ticks * _NS // (os.sysconf("SC_CLK_TCK") or 100)
-    return 0
-
-
-def host_memory(meminfo: str = "/proc/meminfo") -> int:
-    try:
-        with open(meminfo) as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
     return 0
 
 
@@ -132,7 +122,7 @@ def sample(service: ContainerService, record: ContainerRecord, *,
         return Sample(record.id, record.name, False)
     cpu = ((raw.get("cpu") or {}).get("usage") or {})
     usage, limit = memory_usage(raw.get("memory") or {})
-    machine = host_memory() if host_mem is None else host_mem
+    machine = total_memory() if host_mem is None else host_mem
     if machine and (limit == 0 or limit > machine):
         limit = machine
     rx, tx = net_counters(int(record.state.get("Pid") or 0))
@@ -157,7 +147,7 @@ def _vm_sample(service: ContainerService, record: ContainerRecord,
     except (OSError, IsoboxError):
         return Sample(record.id, record.name, False)
     limit = int(raw.get("memory_limit") or 0)
-    machine = host_memory() if host_mem is None else host_mem
+    machine = total_memory() if host_mem is None else host_mem
     if machine and (limit == 0 or limit > machine):
         limit = machine
     return Sample(record.id, record.name, True, cpu_total=int(raw.get("cpu_usage_ns") or 0),
@@ -188,7 +178,7 @@ class Sampler:
         self._last: dict[str, Sample] = {}
 
     def take(self, records: list[ContainerRecord], *, warmup: float = 0.0) -> list[Usage]:
-        host_mem = host_memory()
+        host_mem = total_memory()
         fresh = [r for r in records if r.id not in self._last]
         if fresh and warmup > 0:
             for record in fresh:

@@ -1,4 +1,4 @@
-"""Facts read from /proc: process start times, liveness, mount tables."""
+"""Facts read from /proc: process start times, liveness, mount tables, memory."""
 
 from __future__ import annotations
 
@@ -82,6 +82,18 @@ def mount_of(path: str, table: list[MountInfo] | None = None) -> MountInfo:
     if best is None:
         raise FileNotFoundError(path)
     return best
+
+
+def total_memory(meminfo: str = "/proc/meminfo") -> int:
+    """The machine's memory in bytes (MemTotal), 0 when unknown."""
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def cap_last_cap() -> int:

@@ -43,6 +43,7 @@ from isobox.shim.config import (
     error_for,
     exit_code_for,
 )
+from isobox.shim.diag import describe
 
 CREATE_TIMEOUT = 90.0
 COMMAND_TIMEOUT = 60.0
@@ -343,7 +344,7 @@ def in_child(fn: Callable[[], None], timeout: float = COMMAND_TIMEOUT) -> None:
             reset_signals()
             fn()
         except BaseException as exc:
-            msg = {"ok": False, "kind": type(exc).__name__, "error": _describe(exc),
+            msg = {"ok": False, "kind": type(exc).__name__, "error": describe(exc),
                    "exit_code": getattr(exc, "exit_code", 125)}
         try:
             os.write(w, json.dumps(msg).encode() + b"\n")
@@ -378,14 +379,6 @@ def _child_reply(pid: int, r: int, timeout: float, late: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return reply if isinstance(reply, dict) else {}
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
-    else:
-        text = str(exc) or type(exc).__name__
-    return " ".join(text.split())
 
 
 def _accept_pty(listener: socket.socket) -> int:

@@ -7,6 +7,7 @@ import pytest
 from isobox.agent import cli, command, stats
 from isobox.agent.port import find_port
 from isobox.errors import InvalidArgument, IsoboxError
+from isobox.linux.proc import total_memory
 
 
 def test_cli_options():
@@ -48,11 +49,11 @@ def test_stats_from_v1_counters_with_a_limit():
                                       "pids": 0}
 
 
-def test_guest_memory(tmp_path):
+def test_total_memory(tmp_path):
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:        2048 kB\nMemFree: 1 kB\n")
-    assert stats.guest_memory(str(meminfo)) == 2048 * 1024
-    assert stats.guest_memory(str(tmp_path / "none")) == 0
+    assert total_memory(str(meminfo)) == 2048 * 1024
+    assert total_memory(str(tmp_path / "none")) == 0
 
 
 def test_command_reports_the_last_line_of_stderr():
