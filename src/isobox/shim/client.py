@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 
 from isobox import errors
 from isobox.errors import IsoboxError, NotRunning, Unavailable
+from isobox.linux.files import read_line
 from isobox.linux.lazylog import get_logger
 from isobox.linux.unixsock import ShortPath
 from isobox.shim.config import SHIM_LOG, SHIM_PID, SOCKET, STATE_FILE, error_for
@@ -136,7 +136,7 @@ def launch(container_dir: str, *, python: str = sys.executable,
     finally:
         os.close(w)
     try:
-        line = _read_ready(r, timeout)
+        line = read_line(r, timeout)
     finally:
         os.close(r)
         # The process we started forks the shim and exits at once.
@@ -159,23 +159,6 @@ def launch(container_dir: str, *, python: str = sys.executable,
         raise error_for(str(msg.get("error") or "container create failed"),
                         int(msg.get("exit_code") or 125))
     return int(msg["shim_pid"])
-
-
-def _read_ready(fd: int, timeout: float) -> bytes | None:
-    data = b""
-    deadline = time.monotonic() + timeout
-    while b"\n" not in data:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            continue
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-    return data.partition(b"\n")[0]
 
 
 def _kill_shim(container_dir: str) -> None:
