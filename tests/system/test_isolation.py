@@ -54,6 +54,11 @@ def module_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Isobox]:
         made = setup.stdout.split("VM templates: ")[1].strip().split(", ")  # without, with a NIC
         assert len(made) == 2 and all((Path(t) / "state").is_file() for t in made), setup.stdout
         assert "qemu" not in setup.stderr  # QEMU's messages go to the template's log
+        cid = box("create", "--isolation=vm", "--network", "none", "busybox", "true").stdout
+        box("start", "-a", cid.strip())
+        log = (box.root / "containers" / cid.strip() / "shim.log").read_text()
+        assert "restored from template" in log and "made in" not in log  # setup's template
+        box("rm", cid.strip())
         yield box
 
 

@@ -159,18 +159,27 @@ def templates_dir(config: EngineConfig, guest: Any) -> str | None:
 def default_template_shapes(config: EngineConfig, guest: Any, initrd: str,
                             accel: str) -> list[Any]:
     """The template shapes of containers without --memory or --cpus: with
-    and without a NIC (``vm setup`` makes them, so no first start waits)."""
-    from isobox.vm.template import Shape
+    and without a NIC (``vm setup`` makes them, so no first start waits).
+    Read, as the keeper reads them, from the settings such a container gets."""
+    from isobox.vm import template
+    from isobox.vm.settings import VmSettings
 
     directory = templates_dir(config, guest)
     if directory is None:
         return []
     options = config.settings.get("vm") or {}
-    return [Shape(directory=directory, qemu=None, kernel=guest.kernel, initrd=initrd,
-                  accel=accel, memory_mb=_default_memory_mb(options),
-                  cpus=_default_cpus(options), nic=nic, share_tag=FILES_SHARE,
-                  share_readonly=True)
-            for nic in (False, True)]
+    base = {"kernel": guest.kernel, "initrd": initrd, "accel": accel,
+            "memory_mb": _default_memory_mb(options), "cpus": _default_cpus(options),
+            "templates": directory, "shares": [_files_share("")]}
+    nic = {"tap": "", "mac": "", "address": ""}  # any NIC: the shape only counts them
+    shapes = [template.shape_of(VmSettings({**base, "nics": nics})) for nics in ([], [nic])]
+    return [shape for shape in shapes if shape is not None]
+
+
+def _files_share(d: str) -> dict[str, Any]:
+    """The share of hostname, hosts and resolv.conf (every VM container has it)."""
+    return {"tag": FILES_SHARE, "path": os.path.join(d, FILES_DIR) if d else "",
+            "readonly": True}
 
 
 def _lower_dirs(mounts: list[Mount]) -> list[str]:
@@ -216,8 +225,7 @@ def _guest_spec(spec: dict[str, Any], d: str) -> tuple[dict[str, Any], list[dict
     net_sysctls = {k: str(v) for k, v in sysctl.items() if k.startswith("net.")}
     linux["sysctl"] = {k: v for k, v in sysctl.items() if not k.startswith("net.")}
     guest["linux"] = linux
-    shares: list[dict[str, Any]] = [{"tag": FILES_SHARE, "path": os.path.join(d, FILES_DIR),
-                                     "readonly": True}]
+    shares: list[dict[str, Any]] = [_files_share(d)]
     guest_mounts = []
     for m in spec.get("mounts") or []:
         source = m.get("source") or ""
