@@ -239,3 +239,18 @@ def test_a_stopping_daemon_leaves_a_newer_daemons_socket(tmp_path: Path) -> None
         finally:
             new.stop()
         assert not old.sock.exists()  # the new one removes its own
+
+
+def test_a_sigterm_as_soon_as_it_listens_is_a_clean_stop(tmp_path: Path) -> None:
+    """The socket accepts connections before the event loop runs: a SIGTERM
+    then must still end the daemon cleanly (socket file removed), not by
+    the signal's default action."""
+    (tmp_path / "home").mkdir()
+    for attempt in range(3):
+        daemon = Daemon(tmp_path / "root", tmp_path / f"d{attempt}.sock", tmp_path / "home")
+        daemon.start()
+        proc = daemon.proc
+        assert proc is not None
+        daemon.stop()
+        assert proc.returncode == 0, daemon.log.read_text()[-2000:]
+        assert not daemon.sock.exists()

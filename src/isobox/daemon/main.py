@@ -34,13 +34,14 @@ def cli(hosts: tuple[str, ...], root: str | None, insecure: tuple[str, ...], tls
         tlscacert: str | None, tlscert: str | None, tlskey: str | None, insecure_tcp: bool,
         group: str, debug: bool) -> None:
     """Serve the Docker Engine API: DOCKER_HOST=unix:///run/isobox/isobox.sock docker ..."""
-    from isobox.daemon.server import TLSOptions, listeners, run
+    from isobox.daemon.server import TLSOptions, catch_early_signals, listeners, run
     from isobox.engine.config import load_config
     from isobox.errors import IsoboxError
 
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, stream=sys.stderr,
                         format="isoboxd: %(levelname)s %(message)s")
     tls = TLSOptions(verify=tlsverify, cacert=tlscacert, cert=tlscert, key=tlskey)
+    catch_early_signals()
     try:
         config = load_config(root, insecure_registries=list(insecure))
         found = listeners(list(hosts), tls=tls, insecure_tcp=insecure_tcp, group=group)

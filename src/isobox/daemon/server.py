@@ -218,6 +218,8 @@ async def serve(config: EngineConfig, found: list[Listener]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if _early_stop:
+        stop.set()
     _notify_ready()
     try:
         await stop.wait()
@@ -253,6 +255,18 @@ def _notify_ready() -> None:
 
 def run(config: EngineConfig, found: list[Listener]) -> None:
     asyncio.run(serve(config, found))
+
+
+_early_stop: list[int] = []
+
+
+def catch_early_signals() -> None:
+    """From now on a SIGTERM or SIGINT is remembered until ``serve`` takes
+    over: a client can reach the socket as soon as it listens, before the
+    event loop's handlers exist (the default action would end the daemon
+    without removing its socket)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: _early_stop.append(signum))
 
 
 __all__: list[Any] = ["DEFAULT_HOST", "Listener", "TLSOptions", "listeners", "make_app", "run"]
