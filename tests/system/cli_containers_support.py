@@ -171,17 +171,24 @@ def _container_dir_of_fds(pid: int, prefix: str) -> str:
     return ""
 
 
-def launchers_under(base: Path) -> dict[int, str]:
+#: The detached per-root servers, by module, and the name their forks take.
+SERVERS = {"isobox.shim.zygote": "isobox-shim", "isobox.cli.resident": "isobox"}
+
+
+def launchers_under(base: Path, module: str | None = None) -> dict[int, str]:
     """pid -> socket, for every shared warm shim launcher (``python -m
-    isobox.shim.zygote --keep N SOCK``) whose socket is under ``base``; the
-    monitors it forked keep its command line but are named isobox-shim."""
+    isobox.shim.zygote --keep N SOCK``) and CLI command server (``python -m
+    isobox.cli.resident --keep N ... SOCK``) whose socket is under ``base``
+    (only ``module``'s if given); the monitors and commands they forked keep
+    their command line but take another name."""
     prefix = str(base).rstrip("/") + "/"
     found = {}
     for pid, raw, comm in live_processes("comm"):
         argv = [a for a in raw if a]
-        if ("isobox.shim.zygote" in argv and "--keep" in argv and comm.strip() != "isobox-shim"
-                and argv[-1].startswith(prefix)):
-            found[pid] = argv[-1]
+        for name, forked in SERVERS.items():
+            if (module in (None, name) and name in argv and "--keep" in argv
+                    and comm.strip() != forked and argv[-1].startswith(prefix)):
+                found[pid] = argv[-1]
     return found
 
 
@@ -191,7 +198,7 @@ def launcher_pid(root: Path) -> int | None:
         pid = int((root / "run" / "shim-zygote.pid").read_text())
     except (OSError, ValueError):
         return None
-    return pid if pid in launchers_under(root) else None
+    return pid if pid in launchers_under(root, "isobox.shim.zygote") else None
 
 
 def stop_launchers(base: Path) -> None:

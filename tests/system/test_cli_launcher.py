@@ -66,7 +66,7 @@ def test_later_runs_reuse_one_launcher(box: Isobox) -> None:
     cid = box("run", "-d", "--network", "none", "busybox", "sleep", "60").stdout.strip()
     assert _monitor_is_forked(box, cid)
     assert launcher_pid(box.root) == pid
-    assert list(launchers_under(box.root)) == [pid]  # one per root
+    assert list(launchers_under(box.root, "isobox.shim.zygote")) == [pid]  # one per root
     # The monitor is init's child, not the launcher's: stop and exit codes as ever.
     assert box("stop", "-t", "1", cid).returncode == 0
     assert box.fmt(cid, "{{.State.ExitCode}}") == "137"  # pid 1 ignores SIGTERM: killed
@@ -121,8 +121,8 @@ def test_a_stale_launcher_is_replaced(box: Isobox) -> None:
     try:  # isobox's code "changed" since the launcher started
         os.utime(SHIM_MAIN, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
         assert box("run", "--rm", "--network", "none", "busybox", "echo", "ok").stdout == "ok\n"
-        until(lambda: not launchers_under(box.root).get(pid), timeout=10)
-        assert pid not in launchers_under(box.root)
+        until(lambda: not launchers_under(box.root, "isobox.shim.zygote").get(pid), timeout=10)
+        assert pid not in launchers_under(box.root, "isobox.shim.zygote")
         new = until(lambda: launcher_pid(box.root), timeout=30)
         assert new and new != pid
     finally:
@@ -167,8 +167,8 @@ def test_a_launcher_of_another_installation_is_not_used(box: Isobox) -> None:
         sock.close()
         os.close(r)
         os.close(w)
-    until(lambda: pid not in launchers_under(box.root), timeout=10)
-    assert pid not in launchers_under(box.root)
+    until(lambda: pid not in launchers_under(box.root, "isobox.shim.zygote"), timeout=10)
+    assert pid not in launchers_under(box.root, "isobox.shim.zygote")
     assert not (box.root / "run" / "shim-zygote.sock").exists()
     assert box("run", "--rm", "--network", "none", "busybox", "echo", "ok").stdout == "ok\n"
 
@@ -188,17 +188,17 @@ def test_turned_off_every_monitor_is_a_new_interpreter(box: Isobox, tmp_path: Pa
     cid = off("run", "-d", "--network", "none", "busybox", "sleep", "60").stdout.strip()
     assert not _monitor_is_forked(off, cid)
     time.sleep(1)
-    assert not launchers_under(box.root)
+    assert not launchers_under(box.root, "isobox.shim.zygote")
 
 
 def test_an_idle_launcher_exits(box: Isobox, tmp_path: Path) -> None:
     stop_launchers(box.root)
     quick = _with_settings(box, tmp_path, {"shim-launcher": {"idle-timeout": 1}})
     quick("run", "--rm", "--network", "none", "busybox", "true")
-    started = until(lambda: launchers_under(box.root), timeout=30)
+    started = until(lambda: launchers_under(box.root, "isobox.shim.zygote"), timeout=30)
     assert started
-    until(lambda: not launchers_under(box.root), timeout=15)
-    assert not launchers_under(box.root)
+    until(lambda: not launchers_under(box.root, "isobox.shim.zygote"), timeout=15)
+    assert not launchers_under(box.root, "isobox.shim.zygote")
     assert not (box.root / "run" / "shim-zygote.sock").exists()
     assert not (box.root / "run" / "shim-zygote.pid").exists()
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from isobox.engine.config import EngineConfig, load_config
+from isobox.engine.config import EngineConfig, command_server_idle, load_config
 from isobox.errors import IsoboxError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,10 +40,15 @@ class Context:
 
 
 def make_context(root: str | None, insecure: tuple[str, ...]) -> Context:
-    from isobox.engine import zygote
+    from isobox.engine import resident, zygote
 
     config = load_config(root, insecure_registries=list(insecure))
     zygote.use_shared(config)  # monitors forked by the root's warm launcher
+    if resident.declined in ("absent", "stale"):  # the front end found no server
+        resident.declined = ""
+        idle = command_server_idle(config)
+        if idle != 0:
+            resident.spawn(config.run_root, idle, config.settings_file)  # for the next command
     return Context(config)
 
 

@@ -7,16 +7,28 @@ import os
 from types import SimpleNamespace
 from typing import Any
 
+from isobox.engine.defaults import DEFAULT_ROOT, DEFAULT_RUN_ROOT, DEFAULT_SETTINGS_FILE
 from isobox.errors import InvalidArgument
 
-DEFAULT_ROOT = "/var/lib/isobox"
-DEFAULT_RUN_ROOT = "/run/isobox"
-DEFAULT_SETTINGS_FILE = "/etc/isobox/daemon.json"
-SETTING_KEYS = ("default-isolation", "vm", "shim-launcher")
+__all__ = [
+    "DEFAULT_ROOT",
+    "DEFAULT_RUN_ROOT",
+    "DEFAULT_SETTINGS_FILE",
+    "EngineConfig",
+    "command_server_idle",
+    "launcher_idle",
+    "load_config",
+]
+
+SETTING_KEYS = ("default-isolation", "vm", "shim-launcher", "cli-server")
 #: How long the CLI's warm shim launcher waits for the next launch before it
 #: exits (seconds): ``{"shim-launcher": {"idle-timeout": N}}`` in the settings
 #: file; 0 turns it off (each monitor a new interpreter), negative: never exits.
 DEFAULT_LAUNCHER_IDLE = 600.0
+#: The same for the CLI's command server (:mod:`isobox.engine.resident`):
+#: ``{"cli-server": {"idle-timeout": N}}``; 0 turns it off (every command
+#: runs in its own interpreter), negative: it never exits.
+DEFAULT_COMMAND_SERVER_IDLE = 600.0
 
 
 class EngineConfig(SimpleNamespace):
@@ -98,10 +110,11 @@ def _settings(path: str) -> dict[str, Any]:
     unknown = set(settings) - set(SETTING_KEYS)
     if unknown:
         raise InvalidArgument(f"{path}: unknown setting(s): {', '.join(sorted(unknown))}")
-    launcher = settings.get("shim-launcher", {})
-    if not isinstance(launcher, dict) or set(launcher) - {"idle-timeout"} or not isinstance(
-            launcher.get("idle-timeout", 0), (int, float)):
-        raise InvalidArgument(f'{path}: "shim-launcher": want {{"idle-timeout": SECONDS}}')
+    for key in ("shim-launcher", "cli-server"):
+        server = settings.get(key, {})
+        if not isinstance(server, dict) or set(server) - {"idle-timeout"} or not isinstance(
+                server.get("idle-timeout", 0), (int, float)):
+            raise InvalidArgument(f'{path}: "{key}": want {{"idle-timeout": SECONDS}}')
     return settings
 
 
@@ -109,3 +122,9 @@ def launcher_idle(config: EngineConfig) -> float:
     """The CLI's warm launcher's idle timeout (see DEFAULT_LAUNCHER_IDLE)."""
     launcher = config.settings.get("shim-launcher") or {}
     return float(launcher.get("idle-timeout", DEFAULT_LAUNCHER_IDLE))
+
+
+def command_server_idle(config: EngineConfig) -> float:
+    """The CLI's command server's idle timeout (see DEFAULT_COMMAND_SERVER_IDLE)."""
+    server = config.settings.get("cli-server") or {}
+    return float(server.get("idle-timeout", DEFAULT_COMMAND_SERVER_IDLE))

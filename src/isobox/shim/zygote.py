@@ -36,23 +36,17 @@ items): what the shim would have inherited from the caller in a plain launch.
 from __future__ import annotations
 
 import _socket as socket
-import array
 import os
 import signal
 import sys
 
+from isobox.linux import forkserver
+from isobox.linux.forkserver import identity
+
+__all__ = ["identity", "main", "parse_request", "serve"]
+
 MAX_MESSAGE = 16384
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-LOCK_WAIT = 5.0  # a stale predecessor is on its way out: wait this long for its lock
-
-
-def _receive(conn: socket.socket) -> tuple[bytes, list[int]]:
-    fds = array.array("i")
-    msg, ancdata, _, _ = conn.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(2 * fds.itemsize))
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
-    return msg, list(fds)
 
 
 def parse_request(msg: bytes) -> tuple[str, dict[str, str]]:
@@ -63,15 +57,6 @@ def parse_request(msg: bytes) -> tuple[str, dict[str, str]]:
         key, _, value = item.decode(errors="surrogateescape").partition("=")
         fields[key] = value
     return head.decode(errors="surrogateescape"), fields
-
-
-def identity() -> tuple[str, str]:
-    """(isobox's package directory, the environment and interpreter): what
-    makes a zygote this installation's."""
-    import isobox
-
-    return (os.path.dirname(os.path.abspath(isobox.__file__)),
-            f"{sys.prefix}:{os.path.realpath(sys.executable)}")
 
 
 def _prepare(fields: dict[str, str]) -> list[tuple[int, int, int]]:
@@ -150,96 +135,6 @@ def _child(directory: str, ready_fd: int, stderr_fd: int, listener: socket.socke
     os._exit(code)
 
 
-class _Stamp:
-    """What the zygote's code was when it started: (mtime, size) of every
-    isobox module it imported and the mtime of each isobox package directory
-    (a file added or replaced by rename changes it)."""
-
-    def __init__(self) -> None:
-        self.files = self._files()
-        self.seen = self._read(self.files)
-
-    @staticmethod
-    def _files() -> list[str]:
-        files = set()
-        for name, module in list(sys.modules.items()):
-            spec = getattr(module, "__spec__", None)
-            if name == "__main__" and spec is not None:
-                name = spec.name  # this zygote itself, run with -m
-            if name == "isobox" or name.startswith("isobox."):
-                path = getattr(module, "__file__", None)
-                if path:
-                    files.add(path)
-                    files.add(os.path.dirname(path))
-        return sorted(files)
-
-    @staticmethod
-    def _read(files: list[str]) -> list[tuple[int, int]]:
-        out = []
-        for path in files:
-            try:
-                st = os.stat(path)
-                out.append((st.st_mtime_ns, st.st_size))
-            except OSError:
-                out.append((-1, -1))
-        return out
-
-    def changed(self) -> str | None:
-        """The first file or directory that changed since the start, or None."""
-        now = self._read(self.files)
-        if now == self.seen:
-            return None
-        return next(f for f, a, b in zip(self.files, now, self.seen, strict=True) if a != b)
-
-
-def _take_lock(path: str, wait: float) -> int | None:
-    """The flock that makes this zygote the root's only one; None if another
-    holds it for longer than ``wait`` seconds."""
-    import fcntl
-    import time
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                os.close(fd)
-                return None
-            time.sleep(0.02)
-
-
-def _base(path: str) -> str:
-    return path[:-5] if path.endswith(".sock") else path
-
-
-def _bind(path: str) -> tuple[socket.socket, int]:
-    from isobox.linux.unixsock import ShortPath
-
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    old = os.umask(0o177)
-    try:
-        with ShortPath(path) as short:
-            listener.bind(short)
-    finally:
-        os.umask(old)
-    listener.listen(64)
-    return listener, os.stat(path).st_ino
-
-
-def _ours(path: str, inode: int) -> bool:
-    try:
-        return os.stat(path).st_ino == inode
-    except OSError:
-        return False
-
-
 def _warm_runtime() -> None:
     """What a monitor would load after the fork: this host's cgroup manager,
     shutil, libseccomp (dlopen and its probes), the ascii codec, resource."""
@@ -286,18 +181,16 @@ def serve(path: str, keep: float | None = None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     lock = None
     if keep is not None:
-        lock = _take_lock(_base(path) + ".lock", LOCK_WAIT)
+        lock = forkserver.take_lock(forkserver.base_name(path) + ".lock")
         if lock is None:
             print("isobox-zygote: another launcher holds the lock; exiting", file=sys.stderr,
                   flush=True)
             return
-    listener, inode = _bind(path)
-    stamp = _Stamp() if keep is not None else None
+    listener, inode = forkserver.bind(path)
+    stamp = forkserver.Stamp() if keep is not None else None
     mine = identity()
     if keep is not None:
-        from isobox.linux.files import atomic_write
-
-        atomic_write(_base(path) + ".pid", f"{os.getpid()}\n".encode(), 0o644)
+        forkserver.write_pid(path)
     # Objects made so far stay put: the forked monitors then share their
     # pages with this process instead of copying them when the collector
     # walks them (CPython's gc.freeze, as Instagram's pre-fork servers).
@@ -318,15 +211,15 @@ def serve(path: str, keep: float | None = None) -> None:
             if not ready:
                 if closing:
                     break
-                if not _ours(path, inode) or (keep >= 0 and time.monotonic() >= last + keep):
-                    _retire(path, inode)
+                if not forkserver.ours(path, inode) or (keep >= 0 and time.monotonic() >= last + keep):
+                    forkserver.retire(path, inode)
                     closing = True
                 continue
         fd, _ = listener._accept()  # type: ignore[attr-defined]
         conn = socket.socket(fileno=fd)
         fds: list[int] = []
         try:
-            msg, fds = _receive(conn)
+            msg, fds = forkserver.receive(conn, MAX_MESSAGE, 2)
             directory, fields = parse_request(msg)
             if len(fds) != 2 or not directory.startswith("/"):
                 continue
@@ -335,7 +228,7 @@ def serve(path: str, keep: float | None = None) -> None:
                 conn.send(b"stale")
                 print(f"isobox-zygote: stale: {why}; exiting", file=sys.stderr, flush=True)
                 if not closing:
-                    _retire(path, inode)
+                    forkserver.retire(path, inode)
                     closing = True
                 continue
             last = time.monotonic()
@@ -355,7 +248,8 @@ def serve(path: str, keep: float | None = None) -> None:
     listener.close()
 
 
-def _stale(stamp: _Stamp | None, fields: dict[str, str], mine: tuple[str, str]) -> str:
+def _stale(stamp: forkserver.Stamp | None, fields: dict[str, str],
+           mine: tuple[str, str]) -> str:
     """Why this zygote must not serve the request ("" if it may)."""
     if stamp is None:
         return ""  # isoboxd's: it lives and dies with its daemon
@@ -363,17 +257,6 @@ def _stale(stamp: _Stamp | None, fields: dict[str, str], mine: tuple[str, str]) 
         return f"a request from {fields['src']} ({fields.get('python')})"
     changed = stamp.changed()
     return f"{changed} changed" if changed else ""
-
-
-def _retire(path: str, inode: int) -> None:
-    """Take this zygote's names away (no new connection can arrive); what is
-    queued is still answered."""
-    if _ours(path, inode):
-        for name in (path, _base(path) + ".pid"):
-            try:
-                os.unlink(name)
-            except FileNotFoundError:
-                pass
 
 
 def main(argv: list[str]) -> int:
