@@ -8,16 +8,15 @@ Three measurements, all in one run of this script:
 2. 50 detached containers (``run -d --network none busybox sleep 3600``)
    started all at once: the wall time until the last ``run -d`` returned.
 3. The resident memory each idle running container adds, with those 50
-   running: isobox's monitor (one per container: forked by the root's warm
-   shim launcher, or ``python -m isobox.shim`` when there is none), Docker's
-   ``containerd-shim-runc-v2`` (one per container), podman's ``conmon``. RSS
-   from /proc/PID/status, PSS from /proc/PID/smaps_rollup (shared pages split
-   between the processes sharing them), summed over the processes and
-   divided by the number of containers. isobox's launcher (one per root,
-   shared by every container) is added once to the sums, so its share of the
-   pages it shares with the monitors is counted; dockerd and containerd are
-   not (they serve every container and run with none). The memory target is
-   judged on PSS.
+   running: PSS from /proc/PID/smaps_rollup (shared pages split between the
+   processes sharing them) of the per-container processes (isobox's monitor,
+   Docker's ``containerd-shim-runc-v2``, podman's ``conmon``) plus the
+   processes every container shares (isobox's warm shim launcher and CLI
+   command server; dockerd and containerd), minus what those shared
+   processes held before the 50 started, divided by 50: what a container
+   adds, wherever the tool keeps it. A process shared by all containers is
+   a fixed cost whatever the count; its growth is counted. RSS is reported
+   alongside. The memory target is judged on the added PSS.
 
 The image is isobox's ``image bootstrap busybox``, saved with ``isobox save``
 and loaded into a private dockerd (Debian's docker.io: its own data root,
@@ -103,9 +102,11 @@ class Tool:
     #: the pids of the per-container processes this tool keeps (shim, conmon)
     monitors: Callable[[], list[int]] = lambda: []
     monitor_name: str = ""
-    #: processes shared by all the containers that only this benchmark's
-    #: containers use (isobox's warm shim launcher): counted once, spread over them
+    #: processes shared by all the containers (isobox's warm shim launcher and
+    #: CLI command server, dockerd and containerd): their growth is counted
     shared: Callable[[], list[int]] = lambda: []
+    #: PSS and RSS (KiB) of the shared processes before the containers started
+    before: tuple[int, int] = (0, 0)
     samples: list[float] = field(default_factory=list)
     parallel_s: float | None = None
     memory: dict[str, Any] = field(default_factory=dict)
@@ -150,6 +151,25 @@ def _kb(path: str, key: str) -> int:
     return 0
 
 
+def _tree(top: int) -> list[int]:
+    """``top`` and every process below it."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [top]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
 def _comm(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/comm") as f:
@@ -158,23 +178,28 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def memory_of(pids: list[int], containers: int, shared: tuple[int, ...] | list[int] = ()
-              ) -> dict[str, Any]:
-    """RSS and PSS of the per-container processes, plus those of ``shared``
-    ones counted once (isobox's warm launcher: its PSS is its own share of
-    the pages it shares with the monitors it forked), over ``containers``."""
-    rss = sum(_kb(f"/proc/{p}/status", "VmRSS") for p in pids)
-    pss = sum(_kb(f"/proc/{p}/smaps_rollup", "Pss") for p in pids)
-    shared_rss = sum(_kb(f"/proc/{p}/status", "VmRSS") for p in shared)
-    shared_pss = sum(_kb(f"/proc/{p}/smaps_rollup", "Pss") for p in shared)
+def pss_rss(pids: list[int] | tuple[int, ...]) -> tuple[int, int]:
+    return (sum(_kb(f"/proc/{p}/smaps_rollup", "Pss") for p in pids),
+            sum(_kb(f"/proc/{p}/status", "VmRSS") for p in pids))
+
+
+def memory_of(pids: list[int], containers: int, shared: tuple[int, ...] | list[int] = (),
+              before: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+    """What ``containers`` idle containers added: the PSS and RSS of their
+    own processes (``pids``) and of the ``shared`` ones, less what the
+    shared ones held before they started (``before``), over the count."""
+    pss, rss = pss_rss(pids)
+    shared_pss, shared_rss = pss_rss(shared)
     per = max(containers, 1)
+    added_pss = pss + shared_pss - before[0]
+    added_rss = rss + shared_rss - before[1]
     return {"processes": len(pids), "containers": containers,
             "shared_processes": len(shared),
-            "rss_kib_total": rss + shared_rss, "pss_kib_total": pss + shared_pss,
-            "shared_rss_kib": shared_rss, "shared_pss_kib": shared_pss,
+            "shared_pss_kib_before": before[0], "shared_pss_kib_after": shared_pss,
+            "shared_rss_kib_before": before[1], "shared_rss_kib_after": shared_rss,
             "monitor_pss_kib_per_container": round(pss / per),
-            "rss_kib_per_container": round((rss + shared_rss) / per),
-            "pss_kib_per_container": round((pss + shared_pss) / per)}
+            "rss_kib_per_container": round(added_rss / per),
+            "pss_kib_per_container": round(added_pss / per)}
 
 
 # ---------------------------------------------------------------- the three tools
@@ -186,6 +211,7 @@ def isobox_tool(base: Path) -> Tool:
            "LANG": "C.UTF-8"}
     prefix = str(root / "containers") + "/"
     launcher = str(root / "run" / "shim-zygote.sock")
+    server = str(root / "run" / "cli-server.sock")
 
     def shims() -> list[int]:
         # A monitor is either its own interpreter (python -m isobox.shim DIR) or
@@ -200,8 +226,11 @@ def isobox_tool(base: Path) -> Tool:
         return found
 
     def shared() -> list[int]:
+        # The warm launcher and the CLI's command server (their forks, the
+        # monitors and the commands, take other names).
         return [pid for pid, argv in _cmdlines().items()
-                if launcher in argv and _comm(pid) not in ("isobox-shim", "")]
+                if (launcher in argv and _comm(pid) not in ("isobox-shim", ""))
+                or (server in argv and _comm(pid) not in ("isobox", ""))]
 
     tool = Tool("isobox", [ISOBOX, "--root", str(root)], env, ["--network", "none"],
                 shims, "isobox monitor", shared=shared)
@@ -227,8 +256,13 @@ def docker_tool(base: Path, archive: Path, notes: list[str]) -> tuple[Tool | Non
                 if argv and os.path.basename(argv[0]) == "containerd-shim-runc-v2"
                 and any(a.startswith(address) for a in argv)]
 
+    def daemons() -> list[int]:
+        assert daemon.proc is not None
+        return [pid for pid in _tree(daemon.proc.pid)
+                if os.path.basename(_cmdlines().get(pid, [""])[0]) in ("dockerd", "containerd")]
+
     tool = Tool("docker", ["docker"], daemon.env, ["--network", "none"], shims,
-                "containerd-shim-runc-v2")
+                "containerd-shim-runc-v2", shared=daemons)
     run(tool.cmd("load", "-i", str(archive)), env=daemon.env)
     return tool, daemon
 
@@ -303,7 +337,7 @@ def parallel_start(tool: Tool, count: int) -> list[str]:
 def idle_memory(tool: Tool, count: int, settle: float = 2.0) -> None:
     time.sleep(settle)
     pids = tool.monitors()
-    tool.memory = memory_of(pids, count, tool.shared())
+    tool.memory = memory_of(pids, count, tool.shared(), tool.before)
     tool.memory["process"] = tool.monitor_name
 
 
@@ -370,7 +404,7 @@ def render(result: dict[str, Any]) -> str:
     n = result["parallel"]
     lines = [
         f"| tool   | run --rm median ms | p90 ms | min ms | ratio to docker | {n} x run -d, "
-        "wall s | per-container process | RSS KiB / container | PSS KiB / container |",
+        "wall s | per-container process | RSS KiB added / container | PSS KiB added / container |",
         "|--------|------:|------:|------:|------:|------:|--------|------:|------:|",
     ]
     for r in result["results"]:
@@ -387,10 +421,11 @@ def render(result: dict[str, Any]) -> str:
     for r in result["results"]:
         m = r["memory"]
         if m.get("shared_processes"):
-            lines.append(f"\n{r['tool']}: shared launcher counted once: RSS "
-                         f"{m['shared_rss_kib']} KiB, PSS {m['shared_pss_kib']} KiB; the "
-                         f"monitors alone: PSS {m['monitor_pss_kib_per_container']} KiB "
-                         "per container")
+            lines.append(f"\n{r['tool']}: shared processes ({m['shared_processes']}): PSS "
+                         f"{m['shared_pss_kib_before']} KiB before, "
+                         f"{m['shared_pss_kib_after']} KiB with {n} containers; the "
+                         f"per-container processes alone: PSS "
+                         f"{m['monitor_pss_kib_per_container']} KiB per container")
     lines += [f"\nnote: {note}" for note in result["notes"]]
     m = result["machine"]
     lines.append(f"\n{m.get('cpus')} CPUs, Linux {m.get('kernel')}, 1-minute load "
@@ -438,6 +473,7 @@ def main() -> int:
         latency(tools, args.rounds)
         for tool in tools:
             log(f"{tool.name}: {args.parallel} x run -d at once")
+            tool.before = pss_rss(tool.shared())
             ids = parallel_start(tool, args.parallel)
             idle_memory(tool, len(ids))
             log(f"{tool.name}: {tool.parallel_s:.2f}s; removing them")
@@ -464,13 +500,15 @@ def remove_base(base: Path) -> None:
 
 def release_roots(base: Path) -> None:
     """The host state of the isobox roots at most two levels below ``base``:
-    their networks (bridges, nftables table, DNS) and warm launchers."""
+    their networks (bridges, nftables table, DNS), warm launchers and CLI
+    command servers."""
     import signal
 
     from isobox.engine.networking import open_manager
 
     for depth in ("", "*/", "*/*/"):
-        for pid_file in base.glob(f"{depth}run/shim-zygote.pid"):
+        for pid_file in [*base.glob(f"{depth}run/shim-zygote.pid"),
+                         *base.glob(f"{depth}run/cli-server.pid")]:
             with contextlib.suppress(OSError, ValueError):
                 os.kill(int(pid_file.read_text()), signal.SIGTERM)
         for network in base.glob(f"{depth}network"):
