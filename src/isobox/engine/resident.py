@@ -552,6 +552,8 @@ def serve(path: str, keep: float, settings: str, run: Callable[[list[str]], int]
     exit code."""
     import gc
 
+    import isobox.linux.identity  # noqa: F401  (a worker's first act: loaded once, here)
+
     lock = forkserver.take_lock(forkserver.base_name(path) + ".lock")
     if lock is None:
         print("isobox-cli-server: another server holds the lock; exiting", file=sys.stderr,
