@@ -253,6 +253,39 @@ def test_monitor_killed_after_the_container_exited(box: Isobox) -> None:
     assert_gone(box, [cid])
 
 
+def test_state_file_emptied_by_a_host_crash(box: Isobox) -> None:
+    """The monitor's intermediate states are not fsynced: a crash of the host
+    may leave state.json empty. With no monitor and no init behind it, the
+    container reads as ended by a lost monitor, and is removed cleanly."""
+    cid = box("run", "-d", "--name", "torn", "busybox", "sleep", "600").stdout.strip()
+    init = box.shim_state(cid)["pid"]
+    os.kill(shim_pid(box, cid), signal.SIGKILL)
+    kill_pid(init)
+    assert until(lambda: not proc.is_alive(init), 10)
+    (box.container_dir(cid) / "state.json").write_bytes(b"")
+    assert box.names()["torn"].startswith("Exited (255) ")
+    assert not mounts_under(box.root) and not cgroups_of(cid)
+    box("rm", "torn")
+    assert_gone(box, [cid])
+
+
+def test_cli_killed_during_rm_f(box: Isobox) -> None:
+    """SIGKILL to ``rm -f`` of a running container at points all through it:
+    the next ``ps -a`` and ``rm -f`` work, and nothing is left behind."""
+    for delay in (0.0, 0.02, 0.05, 0.08, 0.12, 0.2):
+        cid = box("run", "-d", "--rm", "--name", "k9rm", "busybox", "sleep",
+                  "600").stdout.strip()
+        cli = box.popen("rm", "-f", "k9rm", stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        cli.kill()
+        cli.wait(30)
+        assert set(box.names()) <= {"k9rm"}
+        box("rm", "-f", "k9rm", check=False)
+        assert box.ids() == []
+        assert_gone(box, [cid])
+
+
 def test_cli_killed_during_run_detached(box: Isobox) -> None:
     """SIGKILL to ``run -d`` at points all through it: the next ``ps -a`` and
     ``rm -f`` work, and nothing is left behind."""

@@ -435,6 +435,45 @@ def test_bind_rootfs_read_only(shims):
     _gone(d, pid)
 
 
+def _volatile(d: Path) -> None:
+    cfg = json.loads((d / "shim.json").read_text())
+    cfg["rootfs_mounts"][0]["options"].append("volatile")
+    (d / "shim.json").write_text(json.dumps(cfg))
+
+
+def test_volatile_rootfs_is_mounted_again_after_a_clean_end(shims):
+    """--rm's volatile overlay: the monitor that unmounted it removes the
+    kernel's marker, so the next monitor (a start again) can mount it."""
+    d, _ = shims.make(["sh", "-c", "echo $$ >> /runs"])
+    _volatile(d)
+    rootfs = str(d / "bundle" / "rootfs")
+    for run in (1, 2):
+        pid = launch(str(d))
+        mount = next(m for m in proc.mountinfo() if m.mountpoint == rootfs)
+        assert "fsync=volatile" in mount.super_options.split(",")  # the kernel's name
+        assert (d / "work" / "work" / "incompat" / "volatile").is_dir()
+        client = ShimClient(str(d))
+        client.start()
+        assert client.wait() == (0, False)
+        _gone(d, pid)
+        assert not (d / "work" / "work" / "incompat").exists()
+        assert len((d / "upper" / "runs").read_text().split()) == run
+
+
+def test_volatile_rootfs_left_by_a_crash_is_refused_clearly(shims):
+    """A volatile overlay that was never unmounted cleanly (the marker is
+    still there: a crash of the host) is not mounted again: its files may be
+    incomplete."""
+    d, _ = shims.make(["true"])
+    _volatile(d)
+    (d / "work" / "work" / "incompat" / "volatile" / "dirty").mkdir(parents=True)
+    with pytest.raises(IsoboxError, match="volatile") as info:
+        launch(str(d))
+    assert info.value.exit_code == 125
+    assert _until(lambda: not proc.is_alive(_shim_pid(d)))
+    assert not _mounted(str(d / "bundle" / "rootfs"))
+
+
 def test_bad_rootfs_mount_reports_125(shims):
     d, _ = shims.make(["true"])
     cfg = json.loads((d / "shim.json").read_text())

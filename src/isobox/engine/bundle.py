@@ -66,7 +66,7 @@ def write(service: ContainerService, record: ContainerRecord, image: ImageRecord
         from isobox.engine import vmspec
 
         spec, vm = vmspec.prepare(service, record, create, spec, mounts)
-    _plain_write(os.path.join(bundle, "config.json"), json.dumps(spec, indent=1).encode(), 0o600)
+    _plain_write(os.path.join(bundle, "config.json"), json.dumps(spec).encode(), 0o600)
     _write_shim_config(service, record, create, merged, bundle, mounts, vm)
 
 
@@ -346,8 +346,10 @@ def _write_shim_config(service: ContainerService, record: ContainerRecord,
     shim = {
         "id": record.id, "bundle": bundle,
         # A VM's root filesystem is assembled in the guest, from disks.
-        "rootfs_mounts": [] if vm else [{"type": m.type, "source": m.source,
-                                         "options": list(m.options)} for m in mounts],
+        "rootfs_mounts": [] if vm else [
+            {"type": m.type, "source": m.source,
+             "options": _volatile(m.options) if host.auto_remove else list(m.options)}
+            for m in mounts],
         "runtime": runtime, "runtime_root": service.runtime_root,
         "tty": bool(create.tty), "open_stdin": bool(create.open_stdin),
         "stdin_once": bool(create.stdin_once),
@@ -368,6 +370,19 @@ def _write_shim_config(service: ContainerService, record: ContainerRecord,
         shim["vm"] = vm
     _plain_write(os.path.join(service.dir(record.id), "shim.json"),
                  json.dumps(shim).encode(), 0o600)
+
+
+def _volatile(options: list[str]) -> list[str]:
+    """A writable overlay's options for a container removed at its end: no
+    sync of the host's filesystem when it is unmounted (see
+    :mod:`isobox.shim.rootfs`). A
+    crash of the host can cost such a layer its last writes; the container
+    is removed after one anyway."""
+    from isobox.shim.rootfs import VOLATILE
+
+    if not any(o.startswith("upperdir=") for o in options) or VOLATILE in options:
+        return list(options)
+    return [*options, VOLATILE]
 
 
 def _isobox_command(service: ContainerService, *args: str) -> list[str]:

@@ -133,7 +133,7 @@ def update(service: ContainerService, ref: str, body: dict[str, Any]) -> None:
             linux = spec.setdefault("linux", {})
             _merge(linux.setdefault("resources", {}), resources)
             atomic_write(live.spec_path(service, record),
-                         json.dumps(spec, indent=1).encode(), 0o600)
+                         json.dumps(spec).encode(), 0o600)
     host.update(new)
     if policy is not None:
         host["RestartPolicy"] = {"Name": policy.get("Name") or "no",

@@ -144,7 +144,7 @@ def run(cfg: ShimConfig, ready: Ready) -> int:
             state.error = message
             state.finished_at = now()
             with contextlib.suppress(OSError):
-                state.save()
+                state.save(durable=True)
             ready.fail(message, code)
             return 1
         ready.send({"ok": True, "pid": pid, "shim_pid": os.getpid()})
@@ -180,4 +180,4 @@ def _abandon(runtime: Runtime, state: ShimState, message: str) -> None:
     state.error = message
     state.finished_at = now()
     with contextlib.suppress(OSError):
-        state.save()
+        state.save(durable=True)

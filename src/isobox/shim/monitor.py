@@ -368,7 +368,10 @@ class Monitor:
             log(f"unmounting the rootfs failed: {describe(exc)}")
         if self.server is not None:
             self.server.close_listener()
-        st.save()
+        # The exit code is kept across a crash of the host, unless the
+        # container is removed at its end (--rm: its client reads it now, and
+        # after a crash the engine removes it without reading it).
+        st.save(durable=not self.cfg.exit_command)
         # Only now (state final, rootfs unmounted) may clients learn of the end.
         self._end_streams()
         if self.server is not None:

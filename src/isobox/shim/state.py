@@ -39,5 +39,11 @@ class ShimState:
             "restart_count": self.restart_count, "error": self.error,
         }
 
-    def save(self) -> None:
-        atomic_write(self.path, json.dumps(self.as_dict()).encode() + b"\n", 0o644)
+    def save(self, durable: bool = False) -> None:
+        """Replace state.json atomically. Only an end worth keeping is made
+        ``durable`` (fsynced): after a crash of the host every monitor and
+        container is gone, and the engine reads a created, running or
+        restarting state (or a file the crash emptied) the same way, as
+        ended by a lost monitor; an fsync costs ~0.6 ms of every run."""
+        atomic_write(self.path, json.dumps(self.as_dict()).encode() + b"\n", 0o644,
+                     durable=durable)

@@ -41,12 +41,15 @@ class FakeRuntime:
         self.calls.append("create")
         command = self.commands[min(runs, len(self.commands) - 1)]
         r, w = os.pipe()
+        ready_r, ready_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             try:
                 reset_signals()
                 os.setsid()  # a process group: kill and delete reach all of it
                 os.close(w)
+                os.close(ready_r)
+                os.close(ready_w)  # the group exists: create may return
                 for n, fd in enumerate(stdio):
                     os.dup2(fd, n)
                 os.read(r, 1)
@@ -54,6 +57,9 @@ class FakeRuntime:
             finally:
                 os._exit(127)
         os.close(r)
+        os.close(ready_w)
+        os.read(ready_r, 1)  # EOF once the child is its group's leader (a kill finds it)
+        os.close(ready_r)
         self._go, self.pid = w, pid
         return Created(pid, None)
 
