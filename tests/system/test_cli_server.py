@@ -212,3 +212,19 @@ def test_a_bad_setting_is_one_line(box: Isobox, tmp_path: Path) -> None:
     assert result.returncode == 125
     assert result.stderr.strip().splitlines() == [
         f'Error: {tmp_path / "bad.json"}: "cli-server": want {{"idle-timeout": SECONDS}}']
+
+
+def test_many_commands_at_once_and_a_silent_caller(box: Isobox) -> None:
+    import socket
+
+    server = _server(box)
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    silent.connect(str(box.root / "run" / "cli-server.sock"))  # and never sends
+    try:
+        procs = [box.popen("ps", "-a", "--format", "{{.ID}}", stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE) for _ in range(40)]
+        results = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0] * 40, results[0]
+        assert _listening(box) == server  # neither the crowd nor the silent one stopped it
+    finally:
+        silent.close()

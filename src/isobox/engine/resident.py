@@ -357,26 +357,52 @@ class _Server:
 
         last = time.monotonic()
         closing = False
+        gone: set[int] = set()  # callers that left: their workers are being killed
         while not closing or self.workers:
-            waiting = [self.listener.fileno()] if not closing else []
-            waiting += [*self.workers, *(conn.fileno() for _, conn in self.workers.values())]
+            poller = select.poll()  # not select(): hundreds of commands at once pass 1024 fds
+            if not closing:
+                poller.register(self.listener.fileno(), select.POLLIN)
+            for pidfd, (_, conn) in self.workers.items():
+                poller.register(pidfd, select.POLLIN)
+                if conn.fileno() not in gone:
+                    poller.register(conn.fileno(), select.POLLIN)
             timeout = 60.0
             if self.keep >= 0 and not self.workers:
                 timeout = min(timeout, max(0.0, last + self.keep - time.monotonic()))
-            ready, _, _ = select.select(waiting, [], [], timeout)
+            ready = [fd for fd, _ in poller.poll(timeout * 1000)]
             for fd in ready:
-                if fd == self.listener.fileno():
-                    closing = self._accept() or closing
+                if not closing and fd == self.listener.fileno():
+                    closing = self._accept()
                     last = time.monotonic()
                 elif fd in self.workers:
+                    gone.discard(self.workers[fd][1].fileno())
                     self._finished(fd)
-                else:
+                elif fd not in gone:
+                    gone.add(fd)
                     self._caller_gone(fd)
             if not ready and not closing and not self.workers and (
                     not forkserver.ours(self.path, self.inode)
                     or (self.keep >= 0 and time.monotonic() >= last + self.keep)):
                 forkserver.retire(self.path, self.inode)
                 closing = True
+            if closing and self.listener.fileno() >= 0:
+                self._turn_away()
+
+    def _turn_away(self) -> None:
+        """Once retired: answer what is queued "stale" (those callers run in
+        process and start a successor), then stop listening."""
+        self.listener.setblocking(False)
+        while True:
+            try:
+                fd, _ = self.listener._accept()  # type: ignore[attr-defined]
+            except OSError:
+                break
+            conn = socket.socket(fileno=fd)
+            try:
+                conn.send(b"stale")
+            except OSError:
+                pass
+            conn.close()
         self.listener.close()
 
     def _accept(self) -> bool:
@@ -385,7 +411,9 @@ class _Server:
         conn = socket.socket(fileno=fd)
         fds: list[int] = []
         try:
+            conn.settimeout(1.0)  # a caller stopped before it sent must not stop the server
             msg, fds = forkserver.receive(conn, MAX_REQUEST, STDIO_AND_CWD)
+            conn.settimeout(None)
             if len(fds) != STDIO_AND_CWD:
                 conn.close()
                 return False
@@ -427,22 +455,24 @@ class _Server:
         conn.close()
 
     def _caller_gone(self, fd: int) -> None:
+        """The caller's end closed before its worker ended: the command dies
+        as it would have with its own process; _finished reaps it."""
         import _signal
 
         for pidfd, (_, conn) in self.workers.items():
             if conn.fileno() == fd:
                 try:
-                    _signal.pidfd_send_signal(pidfd, 9)  # as the command's own process died
+                    _signal.pidfd_send_signal(pidfd, 9)
                 except OSError:
                     pass
-                conn.shutdown(socket.SHUT_RDWR)  # select no more on it; _finished reaps
                 return
 
     def _worker(self, request: Request, fds: list[int], conn: socket.socket) -> None:
         """In the fork: become the caller's command, run it, exit with its code."""
         code = 1
         try:
-            self.listener.close()
+            if self.listener.fileno() >= 0:
+                self.listener.close()
             os.close(self.lock)  # a long command must not keep a successor out
             for pidfd, (_, other) in self.workers.items():
                 os.close(pidfd)
