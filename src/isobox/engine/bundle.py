@@ -375,9 +375,8 @@ def _write_shim_config(service: ContainerService, record: ContainerRecord,
 def _volatile(options: list[str]) -> list[str]:
     """A writable overlay's options for a container removed at its end: no
     sync of the host's filesystem when it is unmounted (see
-    :mod:`isobox.shim.rootfs`). A
-    crash of the host can cost such a layer its last writes; the container
-    is removed after one anyway."""
+    :mod:`isobox.shim.rootfs`). A crash of the host can cost such a layer
+    its last writes; the container is removed after one anyway."""
     from isobox.shim.rootfs import VOLATILE
 
     if not any(o.startswith("upperdir=") for o in options) or VOLATILE in options:
