@@ -217,6 +217,67 @@ def test_cgroups_path_places_the_container(runtime, bundle):
     assert not Path(f"/sys/fs/cgroup/memory{own}").exists()
 
 
+def _cgroup_of(pid: int) -> dict[str, str]:
+    """/proc/<pid>/cgroup as {hierarchy name ("memory", "name=systemd", "" for v2): path}."""
+    out = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, names, path = line.split(":", 2)
+        out[names] = path
+    return out
+
+
+def test_init_and_exec_are_in_the_cgroup_of_every_hierarchy(runtime, bundle, tmp_path):
+    # The runtime's children join by themselves (v1: pid 0 into tasks; cgroup2:
+    # cloned into it): check each hierarchy, cgroup2 included, for both paths.
+    from isobox.cgroups import hierarchies
+
+    path, cid = bundle(["sleep", "300"])
+    own = json.loads((path / "config.json").read_text())["linux"]["cgroupsPath"]
+    runtime("run", "-d", "--bundle", str(path), cid)
+    init = runtime.state(cid)["pid"]
+    pid_file = tmp_path / "exec.pid"
+    runtime("exec", "-d", "--pid-file", str(pid_file), cid, "sleep", "200")
+    joined = int(pid_file.read_text())
+    found = hierarchies()
+    assert found
+    for pid in (init, joined):
+        where = _cgroup_of(pid)
+        for h in found:
+            assert where[h.name] == own, (pid, h.name, where)
+    runtime("delete", "--force", cid)
+    for h in found:
+        assert not Path(h.mountpoint + own).exists(), h.mountpoint
+
+
+def test_failure_to_join_the_cgroup_is_clean(runtime, bundle):
+    # A cgroup below a threaded cgroup2 one is "domain invalid": no process can
+    # join it, by clone3 or by cgroup.procs. create must fail with the kernel's
+    # reason and leave no cgroup (in any hierarchy) and no state behind.
+    from isobox.cgroups import hierarchies
+
+    found = hierarchies()
+    v2 = [h for h in found if h.version == 2]
+    if not v2:
+        pytest.skip("no cgroup2 hierarchy on this host")
+    parent = f"/isobox-test-threaded-{os.getpid()}"
+    threaded = Path(v2[0].mountpoint + parent)
+    threaded.mkdir()
+    try:
+        (threaded / "cgroup.type").write_text("threaded")
+        path, cid = bundle(["true"], edit=lambda spec: spec["linux"].update(
+            cgroupsPath=f"{parent}/c1"))
+        result = runtime("create", "--bundle", str(path), cid, check=False)
+        assert result.returncode != 0
+        assert "cannot join cgroup" in result.stderr, result.stderr
+        assert not (runtime.root / cid).exists()
+        for h in found:
+            assert not Path(f"{h.mountpoint}{parent}/c1").exists(), h.mountpoint
+            if h.version == 1:  # the runtime made the parent there: gone too
+                assert not Path(h.mountpoint + parent).exists(), h.mountpoint
+    finally:
+        threaded.rmdir()
+
+
 def test_network_namespace_has_loopback_up(runtime, bundle):
     out = run_output(runtime, bundle, "ip -o link | cut -d: -f2; ip -o addr show lo | "
                      "grep -c 127.0.0.1")

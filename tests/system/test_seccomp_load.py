@@ -81,9 +81,11 @@ def os_errno(fn: Callable[[], object]) -> int:
 
 def run_child(spec: Seccomp, probe: Callable[[], object], *,
               no_new_privs: bool = True,
-              before_load: Callable[[], None] | None = None) -> tuple[int, Any]:
-    """Fork; the child compiles and loads ``spec``, then runs ``probe`` and
-    sends its JSON result. Returns (wait status, result)."""
+              before_load: Callable[[], None] | None = None,
+              program: seccomp.Program | None = None) -> tuple[int, Any]:
+    """Fork; the child compiles and loads ``spec`` (or loads ``program``, as
+    the runtime does), then runs ``probe`` and sends its JSON result.
+    Returns (wait status, result)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: must never return into pytest
@@ -97,8 +99,11 @@ def run_child(spec: Seccomp, probe: Callable[[], object], *,
                 _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
             if before_load is not None:
                 before_load()
-            with seccomp.compile_filter(spec) as filt:
-                seccomp.load(filt)
+            if program is not None:
+                seccomp.load_program(program)
+            else:
+                with seccomp.compile_filter(spec) as filt:
+                    seccomp.load(filt)
             result: Any = {"ok": probe()}
         except BaseException as exc:
             result = {"error": f"{type(exc).__name__}: {exc}",
@@ -139,6 +144,43 @@ def test_errno_action(tmp_path: Any) -> None:
     assert blocked == errno.ENOSYS
     assert rmdir == errno.ENOTEMPTY or rmdir == 0  # rmdir itself is not filtered
     assert not (tmp_path / "blocked").exists()
+
+
+def test_program_is_libseccomps_bpf_cached_and_filters(tmp_path: Any) -> None:
+    spec = allow_default(
+        SeccompSyscall(names=["mkdir", "mkdirat"], action="SCMP_ACT_ERRNO", errno_ret=38),
+        flags=["SECCOMP_FILTER_FLAG_LOG"])
+    cache = tmp_path / "cache"
+    first = seccomp.program_for(spec, str(cache))
+    with seccomp.compile_filter(spec) as filt:
+        assert first.code == filt.export_bpf()
+    assert first.flags == 2  # SECCOMP_FILTER_FLAG_LOG, passed to seccomp(2)
+    (entry,) = cache.iterdir()
+    assert entry.read_bytes() == first.code
+    assert oct(entry.stat().st_mode & 0o777) == oct(0o600)
+    assert seccomp.program_for(spec, str(cache)).code == first.code
+    # Something that is not a program is compiled again and replaced.
+    entry.write_bytes(b"not bpf")
+    assert seccomp.program_for(spec, str(cache)).code == first.code
+    assert entry.read_bytes() == first.code
+    # Another profile is another entry.
+    other = allow_default(SeccompSyscall(names=["mkdir", "mkdirat"], action="SCMP_ACT_ERRNO"))
+    assert seccomp.program_for(other, str(cache)).code != first.code
+    assert len(list(cache.iterdir())) == 2
+
+    target = tmp_path / "blocked"
+    assert ok(*run_child(spec, lambda: os_errno(lambda: os.mkdir(target)),
+                         program=seccomp.program_for(spec, str(cache)))) == errno.ENOSYS
+    assert not target.exists()
+
+
+def test_program_refuses_what_is_not_bpf() -> None:
+    with pytest.raises(InvalidArgument):
+        seccomp.Program(b"", 0)
+    with pytest.raises(InvalidArgument):
+        seccomp.Program(b"\0" * 12, 0)
+    with pytest.raises(InvalidArgument):
+        seccomp.program_for(allow_default(flags=["SECCOMP_FILTER_FLAG_BOGUS"]))
 
 
 def test_errno_defaults_to_eperm(tmp_path: Any) -> None:

@@ -107,6 +107,27 @@ def test_effective_resources_adds_runc_default_device_rules():
     assert any(r.allow and r.major == 10 and r.minor == 200 for r in rules)
 
 
+def test_effective_resources_writes_each_rule_in_force_once():
+    raw = json.loads(spec_bytes())
+    null = {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"}
+    ptys = {"allow": True, "type": "c", "major": 136, "access": "wrm"}
+    raw["linux"]["resources"] = {"devices": [{"allow": False, "access": "rwm"}, null, ptys]}
+    raw["linux"]["devices"] = [{"type": "c", "path": "/dev/null", "major": 1, "minor": 3}]
+    rules = effective_resources(decode_spec(json.dumps(raw).encode())).devices
+    keys = [(r.allow, r.type, r.major, r.minor) for r in rules]
+    # What the config already allows (an engine sending runc's list) is not
+    # added again, whatever the order of the access letters.
+    assert keys.count((True, "c", 1, 3)) == 1
+    assert keys.count((True, "c", 136, None)) == 1
+    assert (True, "c", 1, 5) in keys
+    # A deny after an allow puts it out of force: then it is added again.
+    raw["linux"]["resources"]["devices"].append({"allow": False, "type": "c", "major": 1,
+                                                  "minor": 3, "access": "rwm"})
+    rules = effective_resources(decode_spec(json.dumps(raw).encode())).devices
+    keys = [(r.allow, r.type, r.major, r.minor) for r in rules]
+    assert keys.count((True, "c", 1, 3)) == 2
+
+
 @pytest.mark.parametrize("bad", ["", ".", "..", "a/b", "a b", "x\n"])
 def test_container_ids(bad):
     with pytest.raises(InvalidArgument):

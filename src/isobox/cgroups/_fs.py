@@ -132,6 +132,29 @@ def attach(dirpath: str, pid: int) -> None:
         os.close(fd)
 
 
+def enter(dirpath: str, name: str) -> None:
+    """Move the calling thread (``tasks``, ``cgroup.threads``) or process
+    (``cgroup.procs``) into the cgroup at ``dirpath``: pid 0 names the writer."""
+    path = os.path.join(dirpath, name)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _enter_error(exc, dirpath) from exc
+    try:
+        os.write(fd, b"0")
+    except OSError as exc:
+        raise _enter_error(exc, dirpath) from exc
+    finally:
+        os.close(fd)
+
+
+def _enter_error(exc: OSError, dirpath: str) -> IsoboxError:
+    if exc.errno == errno.ENOENT:
+        return NotFound(f"cannot join cgroup {dirpath}: it does not exist")
+    msg = f"cannot join cgroup {dirpath}: {os.strerror(exc.errno or 0)}"
+    return InvalidArgument(msg) if exc.errno in _INVALID else Unavailable(msg)
+
+
 def makedirs(path: str) -> list[str]:
     """mkdir -p; returns the directories it created, outermost first."""
     missing: list[str] = []

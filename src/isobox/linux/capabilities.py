@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 
 from isobox.linux import libc
 
@@ -84,7 +85,39 @@ def set_sets(effective: int, permitted: int, inheritable: int) -> None:
     libc.syscall(libc.SYS_CAPSET, ctypes.byref(header), ctypes.byref(data), what="capset")
 
 
+def _status_sets(pid: int | str = "self") -> dict[str, int]:
+    """The Cap* lines of /proc/<pid>/status ({"CapPrm": mask, "CapBnd": mask...});
+    one read instead of a prctl per capability."""
+    fd = os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        raw = os.read(fd, 16384)
+    finally:
+        os.close(fd)
+    out = {}
+    for line in raw.split(b"\n"):
+        if line.startswith(b"Cap"):
+            name, _, value = line.partition(b":")
+            out[name.decode()] = int(value, 16)
+    return out
+
+
+def permitted_and_bounding(last_cap: int) -> tuple[int, int]:
+    """This process's permitted and bounding sets, from one read of /proc."""
+    try:
+        sets = _status_sets()
+        return sets["CapPrm"], sets["CapBnd"] & ((1 << (last_cap + 1)) - 1)
+    except (OSError, KeyError, ValueError):
+        return get()[1], _bounding_by_prctl(last_cap)
+
+
 def bounding(last_cap: int) -> int:
+    try:
+        return _status_sets()["CapBnd"] & ((1 << (last_cap + 1)) - 1)
+    except (OSError, KeyError, ValueError):
+        return _bounding_by_prctl(last_cap)
+
+
+def _bounding_by_prctl(last_cap: int) -> int:
     mask = 0
     for cap in range(last_cap + 1):
         if libc.prctl(PR_CAPBSET_READ, cap) == 1:
@@ -93,8 +126,10 @@ def bounding(last_cap: int) -> int:
 
 
 def drop_bounding(keep: int, last_cap: int) -> None:
+    """Drop every capability but ``keep`` from the bounding set. No read
+    first: dropping one that is already out is a successful no-op."""
     for cap in range(last_cap + 1):
-        if not keep & (1 << cap) and libc.prctl(PR_CAPBSET_READ, cap) == 1:
+        if not keep & (1 << cap):
             libc.prctl(PR_CAPBSET_DROP, cap)
 
 

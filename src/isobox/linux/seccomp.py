@@ -17,6 +17,14 @@ libseccomp is loaded from the host on the first compile: call
 :func:`compile_filter` before switching into the container's root, and
 :func:`load` last, just before exec.
 
+The runtime's path is :func:`program_for` then :func:`load_program`: the
+filter is compiled and turned into BPF once, before any fork, and the
+container's init only makes one ``seccomp()`` call. libseccomp takes ~13 ms
+to compile Docker's default profile and generate its BPF, so programs are
+cached in a directory (content-addressed by the profile, the libseccomp
+version and the kernel), which makes every later container with the same
+profile skip libseccomp.
+
 Import-light: the stdlib, :mod:`isobox.linux.libc` and :mod:`isobox.errors`.
 """
 
@@ -29,6 +37,8 @@ import os
 from types import TracebackType
 
 from isobox.errors import InvalidArgument, Unavailable
+from isobox.linux import libc
+from isobox.linux.files import atomic_write
 from isobox.linux.libc import load_library
 
 TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
@@ -37,7 +47,8 @@ if TYPE_CHECKING:
 
     from isobox.oci.runtime_spec import Seccomp, SeccompArg, SeccompSyscall
 
-__all__ = ["SeccompFilter", "compile_filter", "load"]
+__all__ = ["Program", "SeccompFilter", "compile_filter", "load", "load_program",
+           "program_for"]
 
 # Actions (seccomp.h).
 _ACT_KILL_PROCESS = 0x80000000
@@ -87,6 +98,20 @@ _OPS = {
     "SCMP_CMP_MASKED_EQ": 7,
 }
 
+# seccomp(2), for loading a program without libseccomp (x86_64 number, as in libc).
+_SYS_SECCOMP = 317
+_SECCOMP_SET_MODE_FILTER = 1
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
+_BPF_MAXINSNS = 4096
+
+# OCI flag -> seccomp(2) flag, as libseccomp's seccomp_load passes them.
+_KERNEL_FLAGS = {
+    "SECCOMP_FILTER_FLAG_TSYNC": 1,
+    "SECCOMP_FILTER_FLAG_LOG": 2,
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4,
+}
+
 _NR_SCMP_ERROR = -1  # seccomp_syscall_resolve_name: unknown name
 _MAX_ARGS = 6
 _U64_MAX = (1 << 64) - 1
@@ -126,6 +151,21 @@ class _Lib:
         self.rule_add_array = fn("seccomp_rule_add_array", ctypes.c_int, ctx, u32, ctypes.c_int,
                                  ctypes.c_uint, ctypes.POINTER(_ArgCmp))
         self.export_bpf = fn("seccomp_export_bpf", ctypes.c_int, ctx, ctypes.c_int)
+        version = fn("seccomp_version", ctypes.POINTER(_Version))().contents
+        #: "2.5.4": part of the cache key of compiled programs.
+        self.version = f"{version.major}.{version.minor}.{version.micro}"
+
+
+class _Version(ctypes.Structure):
+    """struct scmp_version."""
+
+    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
+
+
+class _Fprog(ctypes.Structure):
+    """struct sock_fprog."""
+
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
 
 
 @functools.lru_cache(maxsize=1)
@@ -297,3 +337,106 @@ def load(filter: SeccompFilter) -> None:
     rc: int = filter._lib.load(filter.ctx)
     if rc < 0:
         raise OSError(-rc, f"seccomp_load: {os.strerror(-rc)}")
+
+
+class Program:
+    """A filter as the kernel takes it: BPF code and the seccomp(2) flags.
+
+    Plain bytes and an int: it crosses fork() as is, and loading it needs
+    neither libseccomp nor any import."""
+
+    __slots__ = ("code", "flags")
+
+    def __init__(self, code: bytes, flags: int) -> None:
+        if not code or len(code) % 8 or len(code) // 8 > _BPF_MAXINSNS:
+            raise InvalidArgument(f"seccomp: not a BPF program ({len(code)} bytes)")
+        self.code = code
+        self.flags = flags
+
+    def __repr__(self) -> str:
+        return f"Program({len(self.code) // 8} instructions, flags={self.flags:#x})"
+
+
+def program_for(spec: Seccomp, cache_dir: str | None = None) -> Program:
+    """Compile ``spec`` to BPF (validating it as :func:`compile_filter` does).
+
+    With ``cache_dir``, a program compiled before for the same profile, by
+    the same libseccomp on the same kernel, is read from there instead, and
+    a new one is stored there. The directory must be writable only by us
+    (the runtime's root): a program read from it is loaded as is."""
+    flags = 0
+    for flag in spec.flags or ():
+        if flag not in _FLAGS:
+            raise InvalidArgument(f"seccomp: unknown flag {flag!r}")
+        flags |= _KERNEL_FLAGS.get(flag, 0)
+    path = None
+    if cache_dir is not None:
+        path = os.path.join(cache_dir, _cache_key(spec) + ".bpf")
+        code = _read_cached(path)
+        if code is not None:
+            return Program(code, flags)
+    with compile_filter(spec) as filt:
+        program = Program(filt.export_bpf(), flags)
+    if path is not None:
+        _store(path, program.code)
+    return program
+
+
+def _cache_key(spec: Seccomp) -> str:
+    try:
+        # builtin; hashlib imports OpenSSL (~3.5 ms)
+        from _sha256 import sha256  # type: ignore[import-not-found]
+    except ImportError:  # Python 3.12+
+        from hashlib import sha256
+    uname = os.uname()
+    try:
+        st = os.stat(__file__)  # this module: how a spec becomes libseccomp calls
+        code_id = f"{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        code_id = ""
+    text = "\n".join((repr(spec), _lib().version, uname.machine, uname.release, code_id))
+    return str(sha256(text.encode()).hexdigest())
+
+
+def _read_cached(path: str) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        code = os.read(fd, _BPF_MAXINSNS * 8 + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if not code or len(code) % 8 or len(code) > _BPF_MAXINSNS * 8:
+        return None  # not something we wrote: compile again (and replace it)
+    return code
+
+
+def _store(path: str, code: bytes) -> None:
+    """Keep a compiled program; a cache that cannot be written is only slower."""
+    try:
+        try:
+            os.mkdir(os.path.dirname(path), 0o700)
+        except FileExistsError:
+            pass
+        atomic_write(path, code, 0o600)
+    except OSError:
+        pass
+
+
+def load_program(program: Program) -> None:
+    """Install ``program`` on the calling thread (all threads with TSYNC), as
+    libseccomp's seccomp_load does with the program it generates."""
+    fprog = _Fprog(len(program.code) // 8, program.code)
+    try:
+        rc = libc.syscall(_SYS_SECCOMP, ctypes.c_uint(_SECCOMP_SET_MODE_FILTER),
+                          ctypes.c_uint(program.flags), ctypes.byref(fprog), what="seccomp")
+    except OSError as exc:
+        if exc.errno != errno.ENOSYS or program.flags:
+            raise
+        libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(fprog))
+        return
+    if rc > 0:  # TSYNC: the id of a thread that could not be synchronized
+        raise OSError(errno.ESRCH, f"seccomp: thread {rc} could not take the filter")

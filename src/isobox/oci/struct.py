@@ -24,14 +24,29 @@ class ValidationError(ValueError):
     pass
 
 
+#: Types whose JSON values are taken as they are when their type is exactly
+#: right (float is left out: an int becomes a float).
+_AS_IS = (str, int, bool, type(None))
+
+
+def _exact(tp: Any) -> tuple[type, ...]:
+    """The value types a field of type ``tp`` takes as they are (fast path)."""
+    if tp in _AS_IS:
+        return (tp,)
+    if isinstance(tp, types.UnionType) and all(a in _AS_IS for a in tp.__args__):
+        return tuple(tp.__args__)
+    return ()
+
+
 class _Field:
-    __slots__ = ("default", "factory", "json_name", "name", "required", "type")
+    __slots__ = ("default", "exact", "factory", "json_name", "name", "required", "type")
 
     def __init__(self, name: str, json_name: str, type_: Any, default: Any,
                  factory: Any, required: bool) -> None:
         self.name = name
         self.json_name = json_name
         self.type = type_
+        self.exact = _exact(type_)
         self.default = default
         self.factory = factory
         self.required = required
@@ -159,11 +174,18 @@ def convert(tp: Any, value: Any, path: str = "$") -> Any:
         if origin is list:
             if type(value) is not list:
                 raise _mismatch(tp, value, path)
-            return [convert(args[0], item, f"{path}[{i}]") for i, item in enumerate(value)]
+            item_tp = args[0]
+            if item_tp in _AS_IS and all(type(item) is item_tp for item in value):
+                return list(value)  # the common case, without a path per item
+            return [convert(item_tp, item, f"{path}[{i}]") for i, item in enumerate(value)]
         if origin is dict:
             if type(value) is not dict:
                 raise _mismatch(tp, value, path)
-            return {convert(args[0], k, path): convert(args[1], v, f"{path}.{k}")
+            key_tp, value_tp = args
+            if key_tp is str and value_tp in _AS_IS and all(
+                    type(v) is value_tp for v in value.values()):
+                return dict(value)  # JSON keys are str
+            return {convert(key_tp, k, path): convert(value_tp, v, f"{path}.{k}")
                     for k, v in value.items()}
     raise TypeError(f"unsupported field type {tp!r}")
 
@@ -176,7 +198,11 @@ def _record(cls: type[Struct], data: dict[str, Any], path: str) -> Any:
     obj = cls.__new__(cls)
     for f in cls.__fields__:
         if f.json_name in data:
-            setattr(obj, f.name, convert(f.type, data[f.json_name], f"{path}.{f.json_name}"))
+            value = data[f.json_name]
+            if type(value) in f.exact:
+                setattr(obj, f.name, value)
+            else:
+                setattr(obj, f.name, convert(f.type, value, f"{path}.{f.json_name}"))
         elif f.factory is not None:
             setattr(obj, f.name, f.factory())
         elif f.required:
@@ -197,6 +223,8 @@ def to_builtins(value: Any) -> Any:
             out[f.json_name] = to_builtins(item)
         return out
     if isinstance(value, list):
+        if all(type(v) in _AS_IS for v in value):
+            return list(value)
         return [to_builtins(v) for v in value]
     if isinstance(value, dict):
         return {k: to_builtins(v) for k, v in value.items()}

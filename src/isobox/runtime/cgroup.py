@@ -39,6 +39,34 @@ def manager_for(record: Record) -> cgroups.Manager:
     return cgroups.new_manager(record.cgroup_path)
 
 
+def fork_in(manager: cgroups.Manager) -> tuple[int, bool]:
+    """Fork a child that is to join ``manager``'s cgroup with
+    ``manager.enter(cgroup2=not in_cgroup2)`` before anything else.
+
+    Returns (pid, in_cgroup2), pid 0 in the child. The child starts in the
+    cgroup2 directory (in_cgroup2) when the kernel can clone into it; the
+    cgroup v1 hierarchies it joins itself, moving its own thread, which is
+    the way around the kernel's slow global lock (see ``enter``)."""
+    path = manager.cgroup2_dir()
+    if path is not None:
+        # Here, not at the top: ctypes, which start, kill and delete never need.
+        from isobox.linux import namespaces
+
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            fd = -1  # enter() reports it
+        if fd >= 0:
+            try:
+                if namespaces.single_threaded():
+                    return namespaces.fork_into_cgroup(fd), True
+            except OSError:
+                pass  # an older kernel: fork, and the child writes cgroup.procs
+            finally:
+                os.close(fd)
+    return os.fork(), False
+
+
 def cgroup_sources(manager: cgroups.Manager) -> list[CgroupSource]:
     """How each hierarchy appears at the container's /sys/fs/cgroup."""
     # Here, not at the top: rootfs pulls in ctypes, which start, kill and
@@ -89,10 +117,28 @@ def effective_resources(spec: Spec) -> Resources | None:
     if resources is None or resources.devices is None:
         return resources
     rules = list(resources.devices)
-    rules += [DeviceCgroup(allow=True, type=t, major=ma, minor=mi, access=acc)
-              for t, ma, mi, acc in _ALWAYS_ALLOWED]
-    for dev in linux.devices or ():
-        rules.append(DeviceCgroup(allow=True, type="c" if dev.type == "u" else dev.type,
-                                  major=dev.major, minor=dev.minor, access="rwm"))
+    # An allow rule already in force (given after the last deny) is not
+    # written again: engines such as ours send runc's list themselves.
+    in_force: set[tuple[str | None, int | None, int | None, str]] = set()
+    for rule in rules:
+        if rule.allow:
+            in_force.add(_rule_key(rule.type, rule.major, rule.minor, rule.access))
+        else:
+            in_force.clear()
+    extra = [(t, ma, mi, acc) for t, ma, mi, acc in _ALWAYS_ALLOWED]
+    extra += [("c" if dev.type == "u" else dev.type, dev.major, dev.minor, "rwm")
+              for dev in linux.devices or ()]
+    for t, ma, mi, acc in extra:
+        key = _rule_key(t, ma, mi, acc)
+        if key not in in_force:
+            in_force.add(key)
+            rules.append(DeviceCgroup(allow=True, type=t, major=ma, minor=mi, access=acc))
     updated: Resources = replace(resources, devices=rules)
     return updated
+
+
+def _rule_key(kind: str | None, major: int | None, minor: int | None, access: str | None
+              ) -> tuple[str | None, int | None, int | None, str]:
+    wild = (None if major is None or major < 0 else major,
+            None if minor is None or minor < 0 else minor)
+    return (kind or "a", *wild, "".join(sorted(access or "rwm")))

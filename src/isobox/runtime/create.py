@@ -15,10 +15,17 @@ from isobox.linux import capabilities, identity, proc
 from isobox.linux.files import atomic_write
 from isobox.oci.runtime_spec import IDMapping, Spec, decode_spec
 from isobox.runtime import process as procmod
-from isobox.runtime.cgroup import cgroup_path, cgroup_sources, effective_resources
+from isobox.runtime.cgroup import cgroup_path, cgroup_sources, effective_resources, fork_in
 from isobox.runtime.hooks import run_hooks
 from isobox.runtime.init import InitConfig, stage1
-from isobox.runtime.state import EXEC_FIFO, Container, Record, Status, validate_id
+from isobox.runtime.state import (
+    EXEC_FIFO,
+    SECCOMP_CACHE,
+    Container,
+    Record,
+    Status,
+    validate_id,
+)
 from isobox.runtime.sync import Channel
 from isobox.runtime.validate import namespace_map, validate_spec
 
@@ -67,13 +74,13 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str | None = 
     assert process is not None
     if process.terminal and console_socket is None:
         raise InvalidArgument("cannot allocate a tty without --console-socket")
-    _, permitted, _ = capabilities.get()
-    available = permitted & capabilities.bounding(last_cap)
+    permitted, bset = capabilities.permitted_and_bounding(last_cap)
+    available = permitted & bset
     linux = spec.linux
-    plan = procmod.plan_for(process, linux.seccomp if linux else None, last_cap, available,
-                            preserve_fds)
-
     os.makedirs(root, 0o711, exist_ok=True)
+    plan = procmod.plan_for(process, linux.seccomp if linux else None, last_cap, available,
+                            preserve_fds, seccomp_cache=os.path.join(root, SECCOMP_CACHE))
+
     cdir = os.path.join(root, container_id)
     try:
         os.mkdir(cdir, 0o711)
@@ -107,7 +114,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str | None = 
             console = console_socket
         cfg = InitConfig(
             container_id=container_id, spec=spec, bundle=bundle, rootfs=rootfs,
-            namespaces=ns, plan=plan, cgroup_sources=cgroup_sources(manager),
+            namespaces=ns, plan=plan, cgroup=manager, cgroup_sources=cgroup_sources(manager),
             no_pivot=no_pivot, fifo_path=os.path.join(cdir, EXEC_FIFO), console=console,
         )
         container = _spawn(cfg, manager, root, cleanup, cg_path)
@@ -125,17 +132,14 @@ def _spawn(cfg: InitConfig, manager: cgroups.Manager, root: str,
     parent, child = Channel.pair()
     cleanup.callback(parent.close)
     identity.set_child_subreaper()
-    stage1_pid = os.fork()
+    stage1_pid, in_cgroup2 = fork_in(manager)
     if stage1_pid == 0:
         parent.close()
-        stage1(cfg, child)
+        stage1(cfg, child, in_cgroup2=in_cgroup2)
     child.close()
     cleanup.callback(_reap, stage1_pid)
-    manager.apply(stage1_pid)
-    process = cfg.spec.process
-    if process is not None and process.oom_score_adj is not None:
-        identity.write_oom_score_adj(process.oom_score_adj, stage1_pid)
-    parent.send("go")
+    # Stage 1 joins the cgroup itself, first thing (see cgroups' enter()).
+    parent.expect("joined", SETUP_TIMEOUT)
     msg = parent.recv(SETUP_TIMEOUT)
     if msg["t"] == "userns":
         linux = cfg.spec.linux
@@ -156,6 +160,7 @@ def _spawn(cfg: InitConfig, manager: cgroups.Manager, root: str,
         cgroup_path=cg_path, config=cfg.spec, no_pivot=cfg.no_pivot,
     )
     container = Container(root, record)
+    encoded = container.encode()  # while stage 2 builds the rootfs
     parent.expect("prestart", SETUP_TIMEOUT)
     hooks = cfg.spec.hooks
     if hooks is not None:
@@ -164,7 +169,7 @@ def _spawn(cfg: InitConfig, manager: cgroups.Manager, root: str,
         run_hooks("createRuntime", hooks.create_runtime, state)
     parent.send("prestart-done", pid=init_pid)
     parent.expect("ready", SETUP_TIMEOUT)
-    container.save()
+    container.save(encoded)
     return container
 
 

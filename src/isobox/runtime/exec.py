@@ -17,14 +17,16 @@ from isobox.linux.files import atomic_write
 from isobox.oci.runtime_spec import Process
 from isobox.runtime import foreground
 from isobox.runtime import process as procmod
-from isobox.runtime.cgroup import manager_for
-from isobox.runtime.state import Container, Status
+from isobox.runtime.cgroup import fork_in, manager_for
+from isobox.runtime.state import SECCOMP_CACHE, Container, Status
 from isobox.runtime.sync import Channel, ChildFailed, describe
 from isobox.runtime.validate import namespace_map, validate_process
 
 TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
 if TYPE_CHECKING:
     from typing import NoReturn
+
+    from isobox.cgroups import Manager
 
 SETUP_TIMEOUT = 60.0
 
@@ -42,10 +44,11 @@ def exec_in(root: str, container_id: str, process: Process, *, detach: bool = Fa
     validate_process(process, last_cap)
     if process.terminal and console_socket is None and detach:
         raise InvalidArgument("cannot allocate a tty for a detached process without --console-socket")
-    _, permitted, _ = capabilities.get()
+    permitted, bset = capabilities.permitted_and_bounding(last_cap)
     linux = container.record.config.linux
     plan = procmod.plan_for(process, linux.seccomp if linux else None, last_cap,
-                            permitted & capabilities.bounding(last_cap), preserve_fds)
+                            permitted & bset, preserve_fds,
+                            seccomp_cache=os.path.join(root, SECCOMP_CACHE))
     init_pid = container.record.pid
     to_join = [kind for kind in namespace_map(container.record.config)
                if namespaces.ns_inode(init_pid, kind) != namespaces.ns_inode("self", kind)]
@@ -54,15 +57,16 @@ def exec_in(root: str, container_id: str, process: Process, *, detach: bool = Fa
         sock, proxy_end = _console(stack, process.terminal, console_socket)
         parent, child = Channel.pair()
         stack.callback(parent.close)
+        manager = manager_for(container.record)
         identity.set_child_subreaper()
-        stage1_pid = os.fork()
+        stage1_pid, in_cgroup2 = fork_in(manager)
         if stage1_pid == 0:
             parent.close()
-            _stage1(init_pid, to_join, container.record.no_pivot, plan, child, sock)
+            _stage1(init_pid, to_join, container.record.no_pivot, plan, child, sock,
+                    manager, in_cgroup2)
         child.close()
         try:
-            manager_for(container.record).apply(stage1_pid)
-            parent.send("go")
+            parent.expect("joined", SETUP_TIMEOUT)
             pid = int(parent.expect("pid", SETUP_TIMEOUT)["pid"])
         finally:
             os.waitpid(stage1_pid, 0)
@@ -101,12 +105,16 @@ def _console(stack: contextlib.ExitStack, terminal: bool, path: str | None
 
 
 def _stage1(init_pid: int, to_join: list[str], no_pivot: bool, plan: procmod.Plan,
-            chan: Channel, sock: socket.socket | None) -> NoReturn:
+            chan: Channel, sock: socket.socket | None, manager: Manager,
+            in_cgroup2: bool) -> NoReturn:
     try:
         identity.set_dumpable(False)
+        # The container's cgroup, joined by ourselves: the kernel's fast path
+        # (see cgroups' enter()); the runtime waits for "joined".
+        manager.enter(cgroup2=not in_cgroup2)
+        chan.send("joined")
         keep = {chan.fileno()} | ({sock.fileno()} if sock is not None else set())
         guard.close_fds_except(keep, plan.preserve_fds)
-        chan.expect("go")
         fds = {kind: namespaces.open_ns(f"/proc/{init_pid}/ns/{namespaces.proc_name(kind)}")
                for kind in to_join}
         root_fd = os.open(f"/proc/{init_pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -22,6 +22,8 @@ TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
 if TYPE_CHECKING:
     from typing import NoReturn
 
+    from isobox.cgroups import Manager
+
 log = get_logger(__name__)
 
 
@@ -32,6 +34,7 @@ class InitConfig(SimpleNamespace):
     rootfs: str
     namespaces: dict[str, str | None]
     plan: procmod.Plan
+    cgroup: Manager
     cgroup_sources: list[CgroupSource]
     no_pivot: bool
     fifo_path: str
@@ -73,18 +76,24 @@ def enter_namespaces(ns: dict[str, str | None], chan: Channel) -> None:
         namespaces.unshare(flags)
 
 
-def stage1(cfg: InitConfig, chan: Channel) -> NoReturn:
+def stage1(cfg: InitConfig, chan: Channel, *, in_cgroup2: bool) -> NoReturn:
     try:
         # Until it execs the user's program, the init is the host's
         # interpreter: keep every container process out of /proc/<pid>
         # (exe, fds, cwd, root). execve makes the program dumpable again.
         identity.set_dumpable(False)
+        # Into the cgroup before anything else, by ourselves (single-threaded:
+        # the kernel's fast path), then tell the runtime, which waits for it.
+        cfg.cgroup.enter(cgroup2=not in_cgroup2)
+        process = cfg.spec.process
+        if process is not None and process.oom_score_adj is not None:
+            identity.write_oom_score_adj(process.oom_score_adj)
+        chan.send("joined")
         # The fifo ``start`` writes to, opened while still the host's root (a
         # user namespace's root could not read it). Read-write, so opening
         # never blocks and reading blocks until ``start``; a fifo fd, not a
         # directory fd, so nothing can climb from it.
         start_fd = os.open(cfg.fifo_path, os.O_RDWR | os.O_CLOEXEC)
-        chan.expect("go")
         enter_namespaces(cfg.namespaces, chan)
         # Stage 2 must not speak before the runtime has its pid: it waits for
         # this pipe to close, which happens once "pid" is sent.

@@ -46,15 +46,18 @@ class Plan(SimpleNamespace):
     terminal: bool
     console_size: tuple[int, int] | None
     oom_score_adj: int | None
-    seccomp: seccomp_mod.SeccompFilter | None
+    seccomp: seccomp_mod.Program | None
     preserve_fds: int
     last_cap: int
 
 
 def plan_for(process: Process, seccomp: Seccomp | None, last_cap: int,
-             available: int, preserve_fds: int = 0) -> Plan:
+             available: int, preserve_fds: int = 0, *, seccomp_cache: str | None = None) -> Plan:
     """Parse a process section. Capabilities the host itself lacks are left
-    out rather than failing, so a privileged container gets what the host has."""
+    out rather than failing, so a privileged container gets what the host has.
+
+    The seccomp filter is compiled to BPF here, in the runtime, before any
+    fork (``seccomp_cache``: a directory of programs compiled before)."""
     caps = process.capabilities
 
     def mask(name: str) -> int:
@@ -76,7 +79,8 @@ def plan_for(process: Process, seccomp: Seccomp | None, last_cap: int,
         console_size=(process.console_size.height, process.console_size.width)
         if process.console_size else None,
         oom_score_adj=process.oom_score_adj,
-        seccomp=seccomp_mod.compile_filter(seccomp) if seccomp is not None else None,
+        seccomp=seccomp_mod.program_for(seccomp, seccomp_cache) if seccomp is not None
+        else None,
         preserve_fds=preserve_fds,
         last_cap=last_cap,
     )
@@ -159,7 +163,7 @@ def apply_identity(plan: Plan, *, set_groups: bool = True) -> None:
     if plan.seccomp is not None and not plan.no_new_privileges:
         # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
         # while we still have it, as runc does.
-        seccomp_mod.load(plan.seccomp)
+        seccomp_mod.load_program(plan.seccomp)
     capabilities.drop_bounding(plan.bounding, plan.last_cap)
     capabilities.set_keepcaps(True)
     identity.switch_user(plan.uid, plan.gid, plan.groups, set_groups=set_groups)
@@ -189,7 +193,7 @@ def exec_now(plan: Plan, path: str, env: list[str]) -> NoReturn:
     Raises OSError if execve fails; the caller reports it on the sync socket,
     which closes by itself when execve succeeds."""
     if plan.seccomp is not None and plan.no_new_privileges:
-        seccomp_mod.load(plan.seccomp)
+        seccomp_mod.load_program(plan.seccomp)
     libc.mark_cloexec_from(3 + plan.preserve_fds)
     # Python ignores SIGPIPE and SIGXFSZ; an ignored signal survives execve,
     # and the container must start with the default dispositions, as with runc.

@@ -67,7 +67,10 @@ class RootfsBuilder:
         propagation = m.PROPAGATION.get(
             (linux.rootfs_propagation if linux else None) or "rslave", m.MS_SLAVE | m.MS_REC)
         libc.mount(None, "/", None, propagation)
-        self._make_parent_private()
+        if not propagation & m.MS_REC or propagation & m.MS_SHARED:
+            # Otherwise no mount of this namespace is shared any more, and
+            # pivot_root has nothing to refuse: no need to read mountinfo.
+            self._make_parent_private()
         libc.mount(self.rootfs, self.rootfs, None, m.MS_BIND | m.MS_REC)
         self.root_fd = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         dev_is_bound = False
@@ -356,6 +359,8 @@ def readonly_path(path: str) -> None:
 
 def apply_sysctl(sysctl: dict[str, str]) -> None:
     for key, value in sysctl.items():
-        path = "/proc/sys/" + key.replace(".", "/")
-        with open(path, "w") as f:
-            f.write(value)
+        fd = os.open("/proc/sys/" + key.replace(".", "/"), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)

@@ -14,6 +14,8 @@ from isobox.runtime.cgroup import manager_for
 
 DEFAULT_ROOT = "/run/isobox-runtime"
 EXEC_FIFO = "exec.fifo"
+#: <root>/@seccomp: compiled seccomp programs ("@" is never in a container id).
+SECCOMP_CACHE = "@seccomp"
 _ID = re.compile(r"[\w+\-.]+", re.ASCII)
 
 
@@ -99,9 +101,15 @@ class Container:
                 continue
         return found
 
-    def save(self) -> None:
+    def encode(self) -> bytes:
+        """The content of state.json."""
+        return json.dumps(to_builtins(self.record)).encode()
+
+    def save(self, encoded: bytes | None = None) -> None:
+        """Write state.json (``encoded``: what encode() returned, if the
+        record has not changed since)."""
         atomic_write(os.path.join(self.dir, "state.json"),
-                     json.dumps(to_builtins(self.record)).encode(), 0o600)
+                     self.encode() if encoded is None else encoded, 0o600)
 
     def is_alive(self) -> bool:
         return proc.is_alive(self.record.pid, self.record.pid_start)

@@ -9,7 +9,7 @@ import pytest
 
 from isobox.cgroups import V1Manager, new_manager
 from isobox.cgroups.v1 import devices, hugetlb, memory
-from isobox.errors import Conflict, InvalidArgument, Unavailable
+from isobox.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from isobox.oci.runtime_spec import (
     CPU,
     BlockIO,
@@ -234,6 +234,37 @@ def test_apply_every_hierarchy_and_pids(mgr: V1Manager, fake_v1: FakeV1) -> None
         assert fake_v1.read(name, PATH, "cgroup.procs") == "321", name
     fake_v1.write("memory", PATH, "cgroup.procs", "321\n400\n")
     assert mgr.pids() == [321, 400]
+
+
+def test_enter_writes_zero_to_tasks_and_cgroup2_procs(mgr: V1Manager, fake_v1: FakeV1) -> None:
+    # pid 0 in each v1 hierarchy's per-thread file (the kernel's lock-free
+    # path); cgroup2 has no such file, so its cgroup.procs, unless cloned in.
+    assert mgr.cgroup2_dir() == str(fake_v1.dir("", PATH))
+    mgr.enter()
+    for name in fake_v1.mounts:
+        if name:
+            assert fake_v1.read(name, PATH, "tasks") == "0", name
+            assert fake_v1.read(name, PATH, "cgroup.procs") == "", name
+    assert fake_v1.read("", PATH, "cgroup.procs") == "0"
+    fake_v1.write("", PATH, "cgroup.procs", "")
+    mgr.enter(cgroup2=False)
+    assert fake_v1.read("", PATH, "cgroup.procs") == ""
+
+
+def test_enter_without_cgroup2(fake_v1_factory: Callable[[list[str]], FakeV1]) -> None:
+    fake = fake_v1_factory(["cpu,cpuacct", "memory"])
+    fake.populate(PATH)
+    m = _manager(fake)
+    m.create()
+    assert m.cgroup2_dir() is None
+    m.enter()
+    assert fake.read("memory", PATH, "tasks") == "0"
+
+
+def test_enter_a_missing_cgroup_is_not_found(mgr: V1Manager, fake_v1: FakeV1) -> None:
+    fake_v1.remove("pids", PATH, "tasks")
+    with pytest.raises(NotFound, match=r"cannot join cgroup .*pids"):
+        mgr.enter()
 
 
 def test_freeze_thaw(mgr: V1Manager, fake_v1: FakeV1) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from isobox.cgroups import V2Manager, new_manager
 from isobox.cgroups.v2 import cpu, io, memory
-from isobox.errors import Conflict, InvalidArgument, Unavailable
+from isobox.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from isobox.oci.runtime_spec import (
     CPU,
     BlockIO,
@@ -209,6 +209,17 @@ def test_apply_and_pids(mgr: V2Manager, fake_v2: FakeV2) -> None:
     assert mgr.pids() == [17, 99, 4242, 4243]
     with pytest.raises(InvalidArgument):
         mgr.apply(0)
+
+
+def test_enter_writes_zero_unless_cloned_in(mgr: V2Manager, fake_v2: FakeV2) -> None:
+    assert mgr.cgroup2_dir() == str(fake_v2.dir(PATH))
+    mgr.enter(cgroup2=False)  # started there by CLONE_INTO_CGROUP: nothing to write
+    assert fake_v2.read(PATH, "cgroup.procs") == ""
+    mgr.enter()
+    assert fake_v2.read(PATH, "cgroup.procs") == "0"
+    fake_v2.remove(PATH, "cgroup.procs")
+    with pytest.raises(NotFound, match="cannot join cgroup"):
+        mgr.enter()
 
 
 def test_freeze_thaw(mgr: V2Manager, fake_v2: FakeV2) -> None:

@@ -45,7 +45,11 @@ def apply(path: str, resources: Resources) -> None:
         return
     lines = [(rule.allow, rule_line(rule)) for rule in resources.devices]
     _fs.write(path, "devices.deny", "a")
+    allowed = False
     for allow, line in lines:
+        if not allow and line == "a" and not allowed:
+            continue  # "deny all" before any allow: what was just written
+        allowed = allowed or allow
         _fs.write(path, "devices.allow" if allow else "devices.deny", line)
 
 

@@ -80,6 +80,28 @@ class V1Manager:
         for d in self._dirs.values():
             _fs.attach(d, pid)
 
+    def enter(self, *, cgroup2: bool = True) -> None:
+        """Move the calling process, which must be single-threaded (a fork's
+        child), into this cgroup.
+
+        Each v1 hierarchy through its ``tasks`` file with pid 0: moving the
+        writer's own thread is the one move for which the kernel skips taking
+        cgroup_threadgroup_rwsem for writing, whose first taker in a while
+        waits for an RCU grace period (10-25 ms on these hosts, where apply()
+        paid it). The cgroup2 hierarchy of a hybrid host has no such file
+        (cgroup.threads moves a thread only inside a threaded subtree): it goes
+        through cgroup.procs, unless ``cgroup2`` is False because the process
+        started there (CLONE_INTO_CGROUP)."""
+        for key, d in self._dirs.items():
+            if key:
+                _fs.enter(d, "tasks")
+            elif cgroup2:
+                _fs.enter(d, "cgroup.procs")
+
+    def cgroup2_dir(self) -> str | None:
+        """This cgroup's directory in the cgroup2 hierarchy of a hybrid host."""
+        return self._dirs.get("")
+
     def set(self, resources: Resources) -> None:
         if resources.unified:
             raise InvalidArgument("unified resources need cgroup v2 "

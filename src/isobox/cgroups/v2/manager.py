@@ -79,6 +79,18 @@ class V2Manager:
             raise InvalidArgument(f"invalid pid {pid}")
         _fs.attach(self.dir, pid)
 
+    def enter(self, *, cgroup2: bool = True) -> None:
+        """Move the calling process into this cgroup (nothing to do when it
+        started there: ``cgroup2`` False, CLONE_INTO_CGROUP). Writing
+        cgroup.procs takes the kernel's cgroup_threadgroup_rwsem for writing,
+        which can wait for an RCU grace period: starting the process in the
+        cgroup takes only its read side."""
+        if cgroup2:
+            _fs.enter(self.dir, "cgroup.procs")
+
+    def cgroup2_dir(self) -> str | None:
+        return self.dir
+
     def controllers(self) -> set[str]:
         """The controllers enabled for this cgroup (its parent's subtree_control)."""
         parent = os.path.dirname(self.dir)
