@@ -55,15 +55,18 @@ def _listening(box: Isobox) -> int | None:
 
 
 def _children(pid: int) -> list[int]:
+    """The server's workers that run a command: its forks that took on a
+    caller's working directory (an idle spare waits in /)."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 stat = Path(f"/proc/{entry}/stat").read_text()
+                if int(stat.rpartition(")")[2].split()[1]) == pid and os.readlink(
+                        f"/proc/{entry}/cwd") != "/":
+                    found.append(int(entry))
             except OSError:
                 continue
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
-                found.append(int(entry))
     return found
 
 
@@ -74,16 +77,35 @@ def _with_settings(box: Isobox, path: Path, settings: dict[str, object]) -> Isob
     return other
 
 
-def test_a_command_runs_in_a_fork_of_the_server(box: Isobox) -> None:
+def _spares(pid: int) -> list[int]:
+    """The server's idle forks, waiting for the next request (in /)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                if int(stat.rpartition(")")[2].split()[1]) == pid and os.readlink(
+                        f"/proc/{entry}/cwd") == "/":
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_command_runs_in_the_spare_fork_of_the_server(box: Isobox) -> None:
     server = _server(box)
+    spares = until(lambda: _spares(server), timeout=10)
+    assert len(spares) == 1, spares  # forked while idle, for the next command
     proc = box.popen("run", "--rm", "--network", "none", "busybox", "sleep", "2",
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         workers = until(lambda: _children(server), timeout=10)
-        assert workers, "the command did not run in the server"
+        assert workers == spares, "the command did not run in the server's spare"
         assert Path(f"/proc/{workers[0]}/comm").read_text().strip() == "isobox"
     finally:
         assert proc.wait(30) == 0
+    after = until(lambda: _spares(server), timeout=10)
+    assert len(after) == 1 and after != spares  # a new one, once idle again
 
 
 @pytest.mark.parametrize("served", [True, False], ids=["served", "in-process"])

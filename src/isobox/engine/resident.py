@@ -350,6 +350,7 @@ class _Server:
         self.stamp = forkserver.Stamp(extra=(settings,))
         self.mine = forkserver.identity()
         self.workers: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, conn)
+        self.spare: tuple[int, int, socket.socket] | None = None  # pid, pidfd, its channel
 
     def serve(self) -> None:
         import select
@@ -359,6 +360,8 @@ class _Server:
         closing = False
         gone: set[int] = set()  # callers that left: their workers are being killed
         while not closing or self.workers:
+            if not closing and not self.workers:
+                self.fork_spare()  # idle now: the next request finds its worker forked
             poller = select.poll()  # not select(): hundreds of commands at once pass 1024 fds
             if not closing:
                 poller.register(self.listener.fileno(), select.POLLIN)
@@ -386,7 +389,9 @@ class _Server:
                 forkserver.retire(self.path, self.inode)
                 closing = True
             if closing and self.listener.fileno() >= 0:
+                self.drop_spare()
                 self._turn_away()
+        self.drop_spare()
 
     def _turn_away(self) -> None:
         """Once retired: answer what is queued "stale" (those callers run in
@@ -426,10 +431,7 @@ class _Server:
                     forkserver.retire(self.path, self.inode)
                     return True
                 return False
-            pid = os.fork()
-            if pid == 0:
-                self._worker(request, fds, conn)
-            pidfd = os.pidfd_open(pid)
+            pid, pidfd = self._hand_over(msg, request, fds, conn)
             forkserver.send(conn, b"pid", (pidfd,))
             self.workers[pidfd] = (pid, conn)
         except (OSError, ValueError) as exc:
@@ -439,6 +441,57 @@ class _Server:
             for received in fds:
                 os.close(received)
         return False
+
+    def _hand_over(self, msg: bytes, request: Request, fds: list[int],
+                   conn: socket.socket) -> tuple[int, int]:
+        """(pid, pidfd) of the worker that now runs the request: the spare,
+        forked while the server was idle, or a fork made now."""
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            pid, pidfd, channel = spare
+            try:
+                forkserver.send(channel, msg, (*fds, conn.fileno()))
+                return pid, pidfd
+            except OSError:  # it died: fork one now
+                self._drop(pid, pidfd)
+            finally:
+                channel.close()
+        pid = os.fork()
+        if pid == 0:
+            self._worker(request, fds, conn)
+        return pid, os.pidfd_open(pid)
+
+    def fork_spare(self) -> None:
+        """Fork the worker for the next request ahead of it (off the
+        request's path: a fork of this process costs 2-3 ms). It waits on
+        a socket pair for the request, its fds and its caller's connection."""
+        if self.spare is not None or self.listener.fileno() < 0:
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            self._spare(theirs)
+        theirs.close()
+        self.spare = (pid, os.pidfd_open(pid), ours)
+
+    def drop_spare(self) -> None:
+        if self.spare is not None:
+            pid, pidfd, channel = self.spare
+            self.spare = None
+            channel.close()  # it sees the end and exits
+            self._drop(pid, pidfd)
+
+    @staticmethod
+    def _drop(pid: int, pidfd: int) -> None:
+        import _signal
+
+        try:
+            _signal.pidfd_send_signal(pidfd, 9)
+        except OSError:
+            pass
+        os.close(pidfd)
+        os.waitpid(pid, 0)
 
     def _finished(self, pidfd: int) -> None:
         pid, conn = self.workers.pop(pidfd)
@@ -467,17 +520,45 @@ class _Server:
                     pass
                 return
 
-    def _worker(self, request: Request, fds: list[int], conn: socket.socket) -> None:
-        """In the fork: become the caller's command, run it, exit with its code."""
+    def _leave_server(self) -> None:
+        """In a fork: let go of what is the server's (a long command must not
+        keep a successor out, nor a caller's connection open)."""
+        if self.listener.fileno() >= 0:
+            self.listener.close()
+        os.close(self.lock)
+        for pidfd, (_, other) in self.workers.items():
+            os.close(pidfd)
+            other.close()
+        if self.spare is not None:
+            os.close(self.spare[1])
+            self.spare[2].close()
+
+    def _spare(self, channel: socket.socket) -> None:
+        """In the spare: wait for a request, then be its worker."""
+        try:
+            from isobox.linux import identity
+
+            identity.set_parent_death_signal(9)
+            _name_self(b"isobox")  # a fork, not a server, to whoever lists processes
+            self._leave_server()
+            msg, fds = forkserver.receive(channel, MAX_REQUEST, STDIO_AND_CWD + 1)
+        except BaseException:
+            os._exit(1)
+        if len(fds) != STDIO_AND_CWD + 1:
+            os._exit(1)  # the server let it go
+        channel.close()
+        conn = socket.socket(fileno=fds.pop())
+        self._worker(Request(msg), fds, conn, left=True)
+
+    def _worker(self, request: Request, fds: list[int], conn: socket.socket, *,
+                left: bool = False) -> None:
+        """In the fork: become the caller's command, run it, report its
+        exit code to the caller itself (the server's report, after this
+        process is reaped, would come after its teardown), exit with it."""
         code = 1
         try:
-            if self.listener.fileno() >= 0:
-                self.listener.close()
-            os.close(self.lock)  # a long command must not keep a successor out
-            for pidfd, (_, other) in self.workers.items():
-                os.close(pidfd)
-                other.close()
-            conn.close()
+            if not left:
+                self._leave_server()
             become(request, fds)
             code = self.run(request.argv)
         except SystemExit as exc:
@@ -487,7 +568,12 @@ class _Server:
 
             traceback.print_exc()
         finally:
-            os._exit(_finish(code))
+            code = _finish(code)
+            try:
+                conn.send(f"exit {code}".encode())
+            except OSError:
+                pass
+            os._exit(code)
 
 
 def become(request: Request, fds: list[int]) -> None:
@@ -526,9 +612,13 @@ def become(request: Request, fds: list[int]) -> None:
     _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
     _standard_streams()
     sys.argv = list(request.argv)
+    _name_self(b"isobox")
+
+
+def _name_self(name: bytes) -> None:
     comm = os.open("/proc/self/comm", os.O_WRONLY)
     try:
-        os.write(comm, b"isobox")
+        os.write(comm, name)
     finally:
         os.close(comm)
 
