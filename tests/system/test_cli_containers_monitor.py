@@ -304,3 +304,67 @@ def test_cli_killed_during_run_detached(box: Isobox) -> None:
         assert box.ids() == []
         assert_gone(box, ids)
     assert "Up" in seen  # the later kills found it started; earlier ones, less
+
+
+# ---------------------------------------------------------------- the monitor lock
+
+
+def _holds_lock(path: str) -> bool:
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def test_rm_waits_for_a_monitor_still_being_launched(box: Isobox) -> None:
+    """A monitor holds the container's shim.lock from its first act until
+    its final state; rm takes it before it deletes anything, so a monitor
+    mid-launch (its CLI killed) finishes its create, which only it can undo,
+    before rm goes on (and stops it once it serves)."""
+    import sys
+
+    cid = box("create", "--network", "none", "busybox", "true").stdout.strip()
+    lock = box.container_dir(cid) / "shim.lock"
+    lock.touch()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         "fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "print('locked', flush=True); time.sleep(1.5)", str(lock)],
+        stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        start = time.monotonic()
+        assert box("rm", "-f", cid).returncode == 0
+        assert time.monotonic() - start > 1.0  # it waited for the holder
+        assert holder.wait(10) == 0
+    finally:
+        kill_pid(holder.pid)
+        holder.wait()
+    assert_gone(box, [cid])
+
+
+def test_a_monitor_for_a_removed_container_gives_up(box: Isobox) -> None:
+    from isobox.shim.main import lock_container
+
+    cid = box("create", "--network", "none", "busybox", "true").stdout.strip()
+    directory = str(box.container_dir(cid))
+    assert not (box.container_dir(cid) / "shim.lock").exists()  # made at the launch
+    with pytest.raises(Exception, match="the container was removed"):
+        lock_container(directory)
+    box("start", cid)
+    lock = box.container_dir(cid) / "shim.lock"
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        # Held while the monitor has the container; let go at its final state.
+        assert until(lambda: not _holds_lock(str(lock)), timeout=20)
+        assert box.shim_state(cid)["status"] == "exited"
+        box("rm", cid)
+        assert os.fstat(fd).st_nlink == 0  # rm unlinked it: a late monitor gives up
+    finally:
+        os.close(fd)

@@ -466,16 +466,58 @@ class ContainerService:
                 self._kill_without_monitor(record)
         # Container deleted, rootfs unmounted; the monitor may still be exiting.
         monitor = self._wait_monitor_done(record)
+        lock = self._take_monitor_lock(record)
         try:
             self._unmount_rootfs(record)  # left by a create killed while it looked at the image
             self.networking.detach(self.dir(record.id))
             self._forget(record.id, record.snapshot)
             self.event(record, "destroy")
         finally:
+            if lock >= 0:
+                os.close(lock)
             if monitor >= 0:  # gone by now, as a rule: no monitor outlives rm
                 _exited(monitor, 5.0)
                 os.close(monitor)
         return record.id
+
+    def _take_monitor_lock(self, record: ContainerRecord) -> int:
+        """The container's monitor lock (``isobox.shim.config.SHIM_LOCK``),
+        held and unlinked: from now on no monitor touches the container (a
+        later one finds it gone and gives up). A monitor holds it until its
+        final state. One still being launched (its CLI killed, or another
+        command racing this one) is let finish its create, which only it can
+        undo, and is then stopped like any other. Its fd, or -1 for a
+        container never launched."""
+        import fcntl
+
+        from isobox.shim.client import LAUNCH_TIMEOUT
+        from isobox.shim.config import SHIM_LOCK
+
+        path = os.path.join(self.dir(record.id), SHIM_LOCK)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return -1
+        deadline = time.monotonic() + LAUNCH_TIMEOUT
+        stopped = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise Unavailable(f"container {record.id[:12]}: its monitor does not let "
+                                      "go of it") from None
+            if not stopped and self.monitor_alive(record):  # it serves: stop it
+                try:
+                    self.shim(record).stop(signals.SIGKILL, 0)
+                    stopped = True
+                except (IsoboxError, OSError):
+                    pass
+            time.sleep(0.01)  # no pidfd to wait on: the holder may not have said who it is
+        os.unlink(path)
+        return fd
 
     def _wait_monitor_done(self, record: ContainerRecord, timeout: float = 15) -> int:
         """Until the monitor is done with the container: its final state

@@ -126,6 +126,11 @@ def forward(argv: list[str]) -> int | None:
             declined = "too large"
             return None
         answer, pidfd = _send(sock, request)
+        status = _final(answer)
+        if status is not None:  # the worker was done before the server said "pid"
+            if pidfd is not None:
+                os.close(pidfd)
+            return status
         if pidfd is None:
             declined = "stale" if answer == b"stale" else answer.decode(errors="replace")
             return None
@@ -211,11 +216,9 @@ def _relay(sock: socket.socket, pidfd: int) -> int:
                 end = sock.recv(64)
             except InterruptedError:
                 continue
-            kind, _, value = end.partition(b" ")
-            if kind == b"exit" and value.isdigit():
-                return int(value)
-            if kind == b"signal" and value.isdigit():
-                return -int(value)
+            status = _final(end)
+            if status is not None:
+                return status
             os.write(2, LOST.encode())
             return 125
     finally:
@@ -223,6 +226,18 @@ def _relay(sock: socket.socket, pidfd: int) -> int:
             if _signal.getsignal(sig) == pass_on:
                 _signal.signal(sig, _signal.SIG_DFL)
         os.close(pidfd)
+
+
+def _final(message: bytes) -> int | None:
+    """The status an end message carries ("exit N", or "signal N" as -N):
+    from the worker itself (before its teardown) or from the server (after
+    reaping it); whichever comes first, even before the server's "pid"."""
+    kind, _, value = message.partition(b" ")
+    if kind == b"exit" and value.isdigit():
+        return int(value)
+    if kind == b"signal" and value.isdigit():
+        return -int(value)
+    return None
 
 
 def leave(status: int) -> None:
@@ -432,8 +447,11 @@ class _Server:
                     return True
                 return False
             pid, pidfd = self._hand_over(msg, request, fds, conn)
-            forkserver.send(conn, b"pid", (pidfd,))
-            self.workers[pidfd] = (pid, conn)
+            self.workers[pidfd] = (pid, conn)  # from now on, _finished closes conn
+            try:
+                forkserver.send(conn, b"pid", (pidfd,))
+            except OSError:  # the caller died since it asked: so does its command
+                self._caller_gone(conn.fileno())
         except (OSError, ValueError) as exc:
             print(f"isobox-cli-server: {exc}", file=sys.stderr, flush=True)
             conn.close()

@@ -23,7 +23,7 @@ from isobox.errors import IsoboxError, NotRunning, Unavailable
 from isobox.linux.files import read_line
 from isobox.linux.lazylog import get_logger
 from isobox.linux.unixsock import ShortPath
-from isobox.shim.config import SHIM_LOG, SHIM_PID, SOCKET, STATE_FILE, error_for
+from isobox.shim.config import SHIM_LOCK, SHIM_LOG, SHIM_PID, SOCKET, STATE_FILE, error_for
 from isobox.shim.frames import Demuxer
 
 log = get_logger(__name__)
@@ -115,6 +115,10 @@ def launch(container_dir: str, *, python: str = sys.executable,
     with the shim's message when it cannot create the container; by then the
     shim has exited and left nothing behind."""
     container_dir = os.path.abspath(container_dir)
+    # The monitor's lock file (see SHIM_LOCK): made here, never by the
+    # monitor, which gives up when it is gone (the container was removed).
+    os.close(os.open(os.path.join(container_dir, SHIM_LOCK),
+                     os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
     r, w = os.pipe()
     argv = [python, "-I", "-m", "isobox.shim", container_dir, "--ready-fd", str(w)]
     proc = None

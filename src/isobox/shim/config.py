@@ -124,6 +124,11 @@ STATE_FILE = "state.json"
 SOCKET = "shim.sock"
 SHIM_LOG = "shim.log"
 SHIM_PID = "shim.pid"
+#: Held (flock) by the container's monitor from its start until its final
+#: state is written; ``rm`` takes it before it deletes the directory, and
+#: unlinks it, so a monitor still being launched for a container that is
+#: being removed either waits for the removal and gives up, or is stopped.
+SHIM_LOCK = "shim.lock"
 INIT_PID = "init.pid"
 RUNTIME_LOG = "runtime-log.json"
 CONSOLE_SOCKET = "console.sock"

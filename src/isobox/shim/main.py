@@ -11,10 +11,10 @@ import json
 import os
 import signal
 
-from isobox.errors import InvalidArgument, IsoboxError
+from isobox.errors import Conflict, InvalidArgument, IsoboxError, NotFound
 from isobox.linux import identity
 from isobox.linux.inherit import ensure_stdio
-from isobox.shim.config import SHIM_PID, SOCKET, STATE_FILE, ShimConfig, now
+from isobox.shim.config import SHIM_LOCK, SHIM_PID, SOCKET, STATE_FILE, ShimConfig, now
 from isobox.shim.diag import describe, log
 from isobox.shim.state import EXITED, ShimState
 
@@ -86,13 +86,44 @@ def main(argv: list[str]) -> int:
     _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
     try:
+        lock = lock_container(container_dir)
         _write_pid(os.path.join(container_dir, SHIM_PID))
         cfg = ShimConfig.load(container_dir)
     except (IsoboxError, OSError) as exc:
         log(f"cannot start: {describe(exc)}")
         ready.fail(describe(exc), 125)
         return 1
-    return run(cfg, ready)
+    return run(cfg, ready, lock)
+
+
+LOCK_WAIT = 10.0  # a predecessor's teardown, or a removal, is that short
+
+
+def lock_container(container_dir: str) -> int:
+    """The container's monitor lock (SHIM_LOCK), taken before anything of
+    the container's is touched; its fd. A container removed meanwhile (the
+    file is gone, or unlinked while we waited) is NotFound."""
+    import fcntl
+    import time
+
+    try:
+        fd = os.open(os.path.join(container_dir, SHIM_LOCK), os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NotFound("the container was removed") from None
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise Conflict("another monitor holds the container") from None
+            time.sleep(0.01)
+    if os.fstat(fd).st_nlink == 0:
+        os.close(fd)
+        raise NotFound("the container was removed")
+    return fd
 
 
 def _write_pid(path: str) -> None:
@@ -107,7 +138,7 @@ def _write_pid(path: str) -> None:
     os.rename(tmp, path)
 
 
-def run(cfg: ShimConfig, ready: Ready) -> int:
+def run(cfg: ShimConfig, ready: Ready, lock: int = -1) -> int:
     from isobox.linux.loop import Loop
     from isobox.shim import runtimes
     from isobox.shim.logs import JsonFileWriter
@@ -127,6 +158,8 @@ def run(cfg: ShimConfig, ready: Ready) -> int:
             logs = JsonFileWriter(cfg.log_path, cfg.log_max_size, cfg.log_max_file)
             stack.callback(logs.close)
             monitor = Monitor(cfg, runtime, loop, logs, state, rootfs)
+            if lock >= 0:
+                monitor.on_final = lambda: os.close(lock)  # done with the container
             loop.handle_signals((signal.SIGCHLD, signal.SIGTERM), monitor.on_signal)
             stack.callback(loop.close)
             server = Server(cfg.path(SOCKET), loop, monitor)

@@ -20,6 +20,8 @@ from isobox.shim.state import CREATED, EXITED, RESTARTING, RUNNING, ShimState
 
 TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from isobox.shim.logs import JsonFileWriter
     from isobox.shim.rootfs import Rootfs
     from isobox.shim.runtimes import Runtime
@@ -113,6 +115,8 @@ class Monitor:
         self.state = state
         self.rootfs = rootfs
         self.server: Server | None = None
+        #: Called once the final state is written (the monitor lock's release).
+        self.on_final: Callable[[], None] | None = None
         self.stdio: Stdio | None = None
         self.stdin_buf = bytearray()
         self.stdin_eof = False
@@ -372,6 +376,9 @@ class Monitor:
         # container is removed at its end (--rm: its client reads it now, and
         # after a crash the engine removes it without reading it).
         st.save(durable=not self.cfg.exit_command)
+        if self.on_final is not None:
+            self.on_final()
+            self.on_final = None
         # Only now (state final, rootfs unmounted) may clients learn of the end.
         self._end_streams()
         if self.server is not None:
