@@ -99,4 +99,3 @@ def total_memory(meminfo: str = "/proc/meminfo") -> int:
 def cap_last_cap() -> int:
     with open("/proc/sys/kernel/cap_last_cap") as f:
         return int(f.read())
-
