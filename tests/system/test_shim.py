@@ -271,6 +271,9 @@ def test_always_restarts_until_stopped(shims):
     client.start()
     assert _until(lambda: client.state()["restart_count"] >= 1, 15)
     assert _until(lambda: client.state()["status"] == "running", 15)
+    # Stopped once this run has said so: a kill before its echo would log
+    # one line fewer than it ran.
+    assert _until(lambda: len(_log(d, cid)) == client.state()["restart_count"] + 1, 15)
     code = client.stop(signal.SIGKILL, 1)
     assert code == 137
     _gone(d, pid)
