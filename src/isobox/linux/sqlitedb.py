@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,9 +21,15 @@ def open_db(path: str, schema: str) -> sqlite3.Connection:
         fcntl.flock(lock, fcntl.LOCK_EX)
         db = sqlite3.connect(path, timeout=30, isolation_level=None,
                              check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(schema)
+        # The schema's checksum in user_version: a file already made with
+        # this schema (every open but the first) skips the script and the
+        # switch to WAL, which the file keeps.
+        mark = zlib.crc32(schema.encode()) & 0x7FFFFFFF
+        if db.execute("PRAGMA user_version").fetchone()[0] != mark:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(schema)
+            db.execute(f"PRAGMA user_version={mark}")
     finally:
         os.close(lock)
     return db

@@ -315,14 +315,18 @@ class BinaryRuntime:
 def _child_reply(pid: int, r: int, timeout: float, late: str) -> dict[str, Any]:
     """The JSON line a child writes on ``r`` before it exits ({} if none or
     not JSON); a child silent for ``timeout`` seconds is killed (Unavailable:
-    ``late``). Closes ``r`` and reaps the child."""
+    ``late``). Closes ``r``. A child that answered is not waited for: its
+    exit (a fork of the monitor tearing down, ~1 ms) is off the container's
+    path, and the monitor's reaper collects it; one that did not is reaped."""
+    line = None
     try:
         line = read_line(r, timeout)
         if line is None:
             os.kill(pid, signal.SIGKILL)
     finally:
         os.close(r)
-        os.waitpid(pid, 0)
+        if not line:
+            os.waitpid(pid, 0)
     if line is None:
         raise Unavailable(late)
     try:
