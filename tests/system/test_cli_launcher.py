@@ -21,6 +21,7 @@ from tests.system.cli_containers_support import (
     clean_box,
     launcher_pid,
     launchers_under,
+    live_processes,
     make_box,
     shim_processes,
     stop_launchers,
@@ -70,6 +71,34 @@ def test_later_runs_reuse_one_launcher(box: Isobox) -> None:
     # The monitor is init's child, not the launcher's: stop and exit codes as ever.
     assert box("stop", "-t", "1", cid).returncode == 0
     assert box.fmt(cid, "{{.State.ExitCode}}") == "137"  # pid 1 ignores SIGTERM: killed
+
+
+def _spare_monitors(root: Path) -> list[int]:
+    """The launcher's idle forks: named isobox-shim, its command line, init's
+    children, holding nothing of a container."""
+    sock = str(root / "run" / "shim-zygote.sock")
+    found = []
+    for pid, argv, stat in live_processes("stat"):
+        if (sock in argv and stat.rpartition(")")[0].endswith("(isobox-shim")
+                and int(stat.rpartition(")")[2].split()[1]) == 1
+                and pid not in shim_processes(root)):
+            found.append(pid)
+    return found
+
+
+def test_a_launch_takes_the_spare_monitor_and_a_new_one_is_forked(box: Isobox) -> None:
+    _ready_launcher(box)
+    spares = until(lambda: _spare_monitors(box.root), timeout=10)
+    assert spares and len(spares) == 1, spares
+    cid = box("run", "-d", "--network", "none", "busybox", "sleep", "60").stdout.strip()
+    assert shim_pid_of(box, cid) == spares[0]  # the spare became the container's monitor
+    after = until(lambda: _spare_monitors(box.root), timeout=10)
+    assert len(after) == 1 and after != spares
+    box("rm", "-f", cid)
+
+
+def shim_pid_of(box: Isobox, cid: str) -> int:
+    return int(box.shim_state(cid)["shim_pid"])
 
 
 def test_container_through_the_launcher_behaves_as_before(box: Isobox) -> None:

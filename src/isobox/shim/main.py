@@ -65,7 +65,7 @@ def parse(argv: list[str]) -> tuple[str, int]:
     return os.path.abspath(directory), ready_fd
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], *, detach: bool = True) -> int:
     try:
         container_dir, ready_fd = parse(argv)
     except InvalidArgument as exc:
@@ -77,8 +77,8 @@ def main(argv: list[str]) -> int:
     ensure_stdio()
     # Fork once: the shim is nobody's child but init's (no zombie for a
     # long-lived launcher to reap), and not a session leader (no controlling
-    # terminal by accident).
-    if os.fork() != 0:
+    # terminal by accident). A launcher's spare monitor was forked so ahead.
+    if detach and os.fork() != 0:
         os._exit(0)
     os.chdir("/")
     # _signal's, not signal.py's: its wrapper makes enums of the old handler,

@@ -99,23 +99,28 @@ def _apply_inherited(limits: list[tuple[int, int, int]]) -> None:
 
 def _child(directory: str, ready_fd: int, stderr_fd: int, listener: socket.socket,
            limits: list[tuple[int, int, int]], lock: int | None = None) -> None:
+    _leave_zygote(listener, lock)
+    os.setsid()
+    _become_monitor(directory, ready_fd, stderr_fd, limits, detached=False)
+
+
+def _leave_zygote(listener: socket.socket, lock: int | None) -> None:
+    listener.close()
+    if lock is not None:
+        # flock belongs to the open file: a monitor holding it would keep a
+        # successor launcher out for as long as it lives.
+        os.close(lock)
+
+
+def _become_monitor(directory: str, ready_fd: int, stderr_fd: int,
+                    limits: list[tuple[int, int, int]], *, detached: bool) -> None:
     # Each page this process writes is its own copy of the zygote's for as
     # long as the monitor lives: C calls here, not the Python wrappers of
     # signal.py or io, which touch many more objects.
     import _signal  # type: ignore[import-not-found]  # the C module, no stubs
     import gc
 
-    listener.close()
-    if lock is not None:
-        # flock belongs to the open file: a monitor holding it would keep a
-        # successor launcher out for as long as it lives.
-        os.close(lock)
-    os.setsid()
-    comm = os.open("/proc/self/comm", os.O_WRONLY)
-    try:
-        os.write(comm, b"isobox-shim")  # what ps shows (the command line stays the zygote's)
-    finally:
-        os.close(comm)
+    _name_self()
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)
@@ -130,9 +135,62 @@ def _child(directory: str, ready_fd: int, stderr_fd: int, listener: socket.socke
     gc.enable()
     from isobox.shim.main import main
 
-    code = main([directory, "--ready-fd", str(ready_fd)])
+    code = main([directory, "--ready-fd", str(ready_fd)], detach=not detached)
     sys.stderr.flush()
     os._exit(code)
+
+
+def _name_self() -> None:
+    comm = os.open("/proc/self/comm", os.O_WRONLY)
+    try:
+        os.write(comm, b"isobox-shim")  # what ps shows (the command line stays the zygote's)
+    finally:
+        os.close(comm)
+
+
+def _fork_spare(listener: socket.socket, lock: int | None) -> socket.socket:
+    """A monitor forked ahead of the next launch, already detached (init's
+    child, its own session): it waits on a socket pair for the request the
+    zygote passes on, so a launch costs neither of the two forks (2-3 ms).
+    Closing the zygote's end (or its death) sends it away."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _name_self()  # from its first moment: no listing takes it for a launcher
+            ours.close()
+            _leave_zygote(listener, lock)
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            _spare(theirs)
+        finally:
+            os._exit(1)
+    theirs.close()
+    os.waitpid(pid, 0)
+    return ours
+
+
+def _spare(channel: socket.socket) -> None:
+    try:
+        msg, fds = forkserver.receive(channel, MAX_MESSAGE, 2)
+    except OSError:
+        os._exit(0)
+    channel.close()
+    if len(fds) != 2:
+        os._exit(0)  # the zygote let it go
+    directory, fields = parse_request(msg)
+    _become_monitor(directory, fds[0], fds[1], _prepare(fields), detached=True)
+
+
+def _hand_to_spare(spare: socket.socket, msg: bytes, fds: list[int]) -> bool:
+    try:
+        forkserver.send(spare, msg, fds)
+        return True
+    except OSError:  # it died: fork as before
+        return False
+    finally:
+        spare.close()
 
 
 def _warm_runtime() -> None:
@@ -200,7 +258,10 @@ def serve(path: str, keep: float | None = None) -> None:
     print("ready", flush=True)
     last = time.monotonic()
     closing = False
+    spare: socket.socket | None = None
     while True:
+        if spare is None and not closing:
+            spare = _fork_spare(listener, lock)
         if keep is not None:
             timeout = None if closing else 60.0
             if keep >= 0 and not closing:
@@ -232,12 +293,14 @@ def serve(path: str, keep: float | None = None) -> None:
                     closing = True
                 continue
             last = time.monotonic()
-            limits = _prepare(fields)
-            pid = os.fork()
-            if pid == 0:
-                conn.close()
-                _child(directory, fds[0], fds[1], listener, limits, lock)
-            os.waitpid(pid, 0)  # the child forks the shim and exits at once
+            handed, spare = spare is not None and _hand_to_spare(spare, msg, fds), None
+            if not handed:
+                limits = _prepare(fields)
+                pid = os.fork()
+                if pid == 0:
+                    conn.close()
+                    _child(directory, fds[0], fds[1], listener, limits, lock)
+                os.waitpid(pid, 0)  # the child forks the shim and exits at once
             conn.send(b"ok")
         except OSError as exc:
             print(f"isobox-zygote: {exc}", file=sys.stderr, flush=True)
@@ -245,6 +308,8 @@ def serve(path: str, keep: float | None = None) -> None:
             for received in fds:
                 os.close(received)
             conn.close()
+    if spare is not None:
+        spare.close()  # it sees the end and exits
     listener.close()
 
 
