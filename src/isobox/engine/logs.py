@@ -9,6 +9,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from typing import IO
 
 Entry = tuple[str, str, str]  # stream, text, RFC 3339 time
 
@@ -77,6 +78,12 @@ def _decode(line: bytes) -> Entry | None:
 def read_log(path: str, *, follow: bool = False, tail: int | None = None,
              since: float | None = None, until: float | None = None,
              running: Callable[[], bool] = lambda: False) -> Iterator[Entry]:
+    """The json-file log's records; with ``follow``, then those written
+    after, until ``running()`` says the container is gone and nothing new
+    is left. Like Docker's, a follower reads through its own open file: a
+    log rotated, or removed with its container (``docker run --rm``, or a
+    client that removes it before reading the stream to its end), is still
+    read to its end."""
     def wanted(entry: Entry) -> bool:
         if since is None and until is None:
             return True
@@ -85,35 +92,31 @@ def read_log(path: str, *, follow: bool = False, tail: int | None = None,
 
     entries: collections.deque[Entry] | list[Entry]
     entries = collections.deque(maxlen=tail) if tail is not None and tail >= 0 else []
-    position = 0
-    for name in _files(path):
-        with open(name, "rb") as f:
-            for line in f:
-                entry = _decode(line)
-                if entry is not None and wanted(entry):
-                    entries.append(entry)
-            if name == path:
-                position = f.tell()
-    if tail == 0:
-        entries.clear()
-    yield from entries
-    if not follow:
-        return
-    inode = os.stat(path).st_ino if os.path.exists(path) else 0
+    current = _open(path) if follow else None
+    try:
+        for name in _files(path):
+            if name == path and current is not None:
+                _collect(current, entries, wanted)  # and keep it open, for the follow
+                continue
+            with open(name, "rb") as f:
+                _collect(f, entries, wanted)
+        if tail == 0:
+            entries.clear()
+        yield from entries
+        if follow:
+            yield from _follow(path, current, wanted, until, running)
+    finally:
+        if current is not None:
+            current.close()
+
+
+def _follow(path: str, f: IO[bytes] | None, wanted: Callable[[Entry], bool],
+            until: float | None, running: Callable[[], bool]) -> Iterator[Entry]:
     pending = b""
     while True:
-        alive = running()
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            st = None
-        if st is not None and (st.st_ino != inode or st.st_size < position):
-            inode, position, pending = st.st_ino, 0, b""  # rotated
-        if st is not None and st.st_size > position:
-            with open(path, "rb") as f:
-                f.seek(position)
-                chunk = f.read()
-                position = f.tell()
+        alive = running()  # before the read: an end seen here is read to its last line
+        chunk = f.read() if f is not None else b""
+        if chunk:
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
@@ -123,6 +126,34 @@ def read_log(path: str, *, follow: bool = False, tail: int | None = None,
                         return
                     yield entry
             continue
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None  # removed: what we hold open has been read
+        if st is not None and (f is None or st.st_ino != os.fstat(f.fileno()).st_ino):
+            if f is not None:  # rotated: the old file is read to its end; on to the new
+                f.close()
+            f, pending = _open(path), b""
+            continue
+        if f is not None and st is not None and st.st_size < f.tell():
+            f.seek(0)  # truncated in place
+            pending = b""
+            continue
         if not alive:
             return
         time.sleep(0.05)
+
+
+def _collect(f: IO[bytes], entries: collections.deque[Entry] | list[Entry],
+             wanted: Callable[[Entry], bool]) -> None:
+    for line in f:
+        entry = _decode(line)
+        if entry is not None and wanted(entry):
+            entries.append(entry)
+
+
+def _open(path: str) -> IO[bytes] | None:
+    try:
+        return open(path, "rb")  # held across the generator's life: closed in read_log
+    except FileNotFoundError:
+        return None
