@@ -156,23 +156,14 @@ class Monitor:
     def start(self) -> None:
         if self.state.status != CREATED:
             raise Conflict(f"cannot start a container that is {self.state.status}")
+        # In the monitor itself: a fork to keep the runtime's pages out of
+        # it cost 2-3 ms of every start for about 250 KiB per monitor.
+        self.runtime.start()
         state = self.state
-        started_at = now()
-        start_then = getattr(self.runtime, "start_then", None)
-        if start_then is not None:
-            def save() -> None:  # in the runtime's fork: as it will be here
-                state.status = RUNNING
-                state.started_at = started_at
-                state.save()
-
-            start_then(save)
-        else:
-            self.runtime.start()
         state.status = RUNNING
-        state.started_at = started_at
+        state.started_at = now()
         self.run_started = time.monotonic()
-        if start_then is None:
-            state.save()
+        state.save()
 
     def kill(self, sig: int, all_processes: bool = False) -> None:
         stops = sig in (signal.SIGKILL, self.cfg.stop_signal)

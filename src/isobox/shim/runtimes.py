@@ -43,7 +43,6 @@ from isobox.shim.config import (
     error_for,
     exit_code_for,
 )
-from isobox.shim.diag import describe
 
 CREATE_TIMEOUT = 90.0
 COMMAND_TIMEOUT = 60.0
@@ -52,7 +51,6 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import Any, NoReturn, Protocol
 
     class CreatedLike(Protocol):
@@ -179,16 +177,6 @@ class InProcessRuntime:
 
     def start(self) -> None:
         self._call(self._lifecycle.start)
-
-    def start_then(self, then: Callable[[], None]) -> None:
-        """start, then ``then`` (the shim's state save), in a fork of the shim
-        that exits after: the runtime's state and JSON code run in pages that
-        die with it, not in the long-lived shim's copy-on-write pages."""
-        def body() -> None:
-            self.start()
-            then()
-
-        in_child(body)
 
     def kill(self, sig: int, all_processes: bool = False) -> None:
         self._call(self._lifecycle.kill, sig, all_processes=all_processes)
@@ -322,43 +310,6 @@ class BinaryRuntime:
 
     def resume(self) -> None:
         self._run(["resume", self.id])
-
-
-def in_child(fn: Callable[[], None], timeout: float = COMMAND_TIMEOUT) -> None:
-    """Run ``fn`` in a fork of the shim and wait for it; its error, an
-    :class:`IsoboxError` of the same kind (an OSError becomes one), is
-    raised here. The shim's own pages stay as they were."""
-    from isobox import errors
-
-    r, w = os.pipe()
-    try:
-        pid = os.fork()
-    except BaseException:
-        os.close(r)
-        os.close(w)
-        raise
-    if pid == 0:  # pragma: no cover - the child
-        msg: dict[str, Any] = {"ok": True}
-        try:
-            os.close(r)
-            reset_signals()
-            fn()
-        except BaseException as exc:
-            msg = {"ok": False, "kind": type(exc).__name__, "error": describe(exc),
-                   "exit_code": getattr(exc, "exit_code", 125)}
-        try:
-            os.write(w, json.dumps(msg).encode() + b"\n")
-        finally:
-            os._exit(0)
-    os.close(w)
-    reply = _child_reply(pid, r, timeout, f"no answer from the runtime within {timeout:.0f}s")
-    if reply.get("ok"):
-        return
-    message = str(reply.get("error") or "the runtime's child died")
-    cls = getattr(errors, str(reply.get("kind")), None)
-    if not (isinstance(cls, type) and issubclass(cls, IsoboxError)):
-        raise errors.for_exit_code(message, int(reply.get("exit_code") or 125))
-    raise cls(message)
 
 
 def _child_reply(pid: int, r: int, timeout: float, late: str) -> dict[str, Any]:

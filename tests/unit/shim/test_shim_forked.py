@@ -1,60 +1,11 @@
-"""What the monitor runs in a fork of itself (``runtimes.in_child``) and what
-the warm launcher prepares before its fork (``zygote._prepare``)."""
+"""What the warm launcher prepares before its fork (``zygote._prepare``)."""
 
 from __future__ import annotations
 
 import os
 import resource
-from pathlib import Path
 
-import pytest
-
-from isobox.errors import CommandNotFound, IsoboxError, NotRunning
 from isobox.shim import zygote
-from isobox.shim.runtimes import in_child
-
-
-def test_in_child_runs_in_another_process(tmp_path: Path) -> None:
-    out = tmp_path / "pid"
-    in_child(lambda: out.write_text(str(os.getpid())))
-    assert int(out.read_text()) not in (0, os.getpid())
-
-
-def test_in_child_raises_the_childs_error_kind() -> None:
-    def not_running() -> None:
-        raise NotRunning("container is not running")
-
-    with pytest.raises(NotRunning, match="container is not running"):
-        in_child(not_running)
-
-    def missing() -> None:
-        raise CommandNotFound("exec: nope: not found")
-
-    with pytest.raises(CommandNotFound) as info:
-        in_child(missing)
-    assert info.value.exit_code == 127
-
-
-def test_in_child_os_errors_become_isobox_errors(tmp_path: Path) -> None:
-    def fails() -> None:
-        os.rmdir(tmp_path / "absent")
-
-    with pytest.raises(IsoboxError, match="No such file or directory") as info:
-        in_child(fails)
-    assert type(info.value) is IsoboxError
-
-
-def test_in_child_other_exceptions_are_isobox_errors() -> None:
-    def bad() -> None:
-        raise ValueError("broken")
-
-    with pytest.raises(IsoboxError, match="broken"):
-        in_child(bad)
-
-
-def test_in_child_a_dead_child_is_an_error() -> None:
-    with pytest.raises(IsoboxError, match="died"):
-        in_child(lambda: os._exit(3))
 
 
 def test_prepare_sets_env_and_umask_and_returns_differing_rlimits() -> None:
