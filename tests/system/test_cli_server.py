@@ -54,20 +54,24 @@ def _listening(box: Isobox) -> int | None:
     return pid if pid in launchers_under(box.root, SERVER) else None
 
 
-def _children(pid: int) -> list[int]:
-    """The server's workers that run a command: its forks that took on a
-    caller's working directory (an idle spare waits in /)."""
+def _forks(pid: int, *, idle: bool) -> list[int]:
+    """The server's forks: its workers that run a command (they took on a
+    caller's working directory), or (``idle``) its spare, waiting in /."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 stat = Path(f"/proc/{entry}/stat").read_text()
-                if int(stat.rpartition(")")[2].split()[1]) == pid and os.readlink(
-                        f"/proc/{entry}/cwd") != "/":
+                if int(stat.rpartition(")")[2].split()[1]) == pid and (
+                        os.readlink(f"/proc/{entry}/cwd") == "/") == idle:
                     found.append(int(entry))
             except OSError:
                 continue
     return found
+
+
+def _children(pid: int) -> list[int]:
+    return _forks(pid, idle=False)
 
 
 def _with_settings(box: Isobox, path: Path, settings: dict[str, object]) -> Isobox:
@@ -78,18 +82,7 @@ def _with_settings(box: Isobox, path: Path, settings: dict[str, object]) -> Isob
 
 
 def _spares(pid: int) -> list[int]:
-    """The server's idle forks, waiting for the next request (in /)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                if int(stat.rpartition(")")[2].split()[1]) == pid and os.readlink(
-                        f"/proc/{entry}/cwd") == "/":
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
+    return _forks(pid, idle=True)
 
 
 def test_a_command_runs_in_the_spare_fork_of_the_server(box: Isobox) -> None:

@@ -488,8 +488,7 @@ class ContainerService:
         command racing this one) is let finish its create, which only it can
         undo, and is then stopped like any other. Its fd, or -1 for a
         container never launched."""
-        import fcntl
-
+        from isobox.linux.files import flock_within
         from isobox.shim.client import LAUNCH_TIMEOUT
         from isobox.shim.config import SHIM_LOCK
 
@@ -498,24 +497,20 @@ class ContainerService:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
             return -1
-        deadline = time.monotonic() + LAUNCH_TIMEOUT
-        stopped = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    raise Unavailable(f"container {record.id[:12]}: its monitor does not let "
-                                      "go of it") from None
-            if not stopped and self.monitor_alive(record):  # it serves: stop it
+        stopped: list[bool] = []
+
+        def stop_once_it_serves() -> None:
+            # No pidfd to wait on: the holder may not have said who it is yet.
+            if not stopped and self.monitor_alive(record):
                 try:
                     self.shim(record).stop(signals.SIGKILL, 0)
-                    stopped = True
+                    stopped.append(True)
                 except (IsoboxError, OSError):
                     pass
-            time.sleep(0.01)  # no pidfd to wait on: the holder may not have said who it is
+
+        if not flock_within(fd, LAUNCH_TIMEOUT, stop_once_it_serves):
+            os.close(fd)
+            raise Unavailable(f"container {record.id[:12]}: its monitor does not let go of it")
         os.unlink(path)
         return fd
 

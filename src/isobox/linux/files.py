@@ -1,8 +1,13 @@
-"""Atomic file writes: a reader sees the old content or the new, never half."""
+"""Atomic file writes (a reader sees the old content or the new, never
+half), lines read with a timeout, flocks taken with one."""
 
 from __future__ import annotations
 
 import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def atomic_write(path: str, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
@@ -57,3 +62,23 @@ def read_line(fd: int, timeout: float) -> bytes | None:
             break
         data += chunk
     return data.partition(b"\n")[0]
+
+
+def flock_within(fd: int, seconds: float, between: Callable[[], object] | None = None,
+                 step: float = 0.01) -> bool:
+    """Take an exclusive flock on ``fd``, trying for up to ``seconds``
+    (``between`` runs after each refusal); whether it was taken."""
+    import fcntl
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+        if between is not None:
+            between()
+        time.sleep(step)

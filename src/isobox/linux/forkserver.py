@@ -98,20 +98,13 @@ class Stamp:
 def take_lock(path: str, wait: float = LOCK_WAIT) -> int | None:
     """The flock that makes this server the root's only one; None if another
     holds it for longer than ``wait`` seconds."""
-    import fcntl
-    import time
+    from isobox.linux.files import flock_within
 
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                os.close(fd)
-                return None
-            time.sleep(0.02)
+    if flock_within(fd, wait, step=0.02):
+        return fd
+    os.close(fd)
+    return None
 
 
 def bind(path: str, backlog: int = 64) -> tuple[socket.socket, int]:

@@ -103,23 +103,15 @@ def lock_container(container_dir: str) -> int:
     """The container's monitor lock (SHIM_LOCK), taken before anything of
     the container's is touched; its fd. A container removed meanwhile (the
     file is gone, or unlinked while we waited) is NotFound."""
-    import fcntl
-    import time
+    from isobox.linux.files import flock_within
 
     try:
         fd = os.open(os.path.join(container_dir, SHIM_LOCK), os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
         raise NotFound("the container was removed") from None
-    deadline = time.monotonic() + LOCK_WAIT
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                os.close(fd)
-                raise Conflict("another monitor holds the container") from None
-            time.sleep(0.01)
+    if not flock_within(fd, LOCK_WAIT):
+        os.close(fd)
+        raise Conflict("another monitor holds the container")
     if os.fstat(fd).st_nlink == 0:
         os.close(fd)
         raise NotFound("the container was removed")
