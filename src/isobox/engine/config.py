@@ -7,7 +7,8 @@ import os
 from types import SimpleNamespace
 from typing import Any
 
-from isobox.engine.defaults import DEFAULT_ROOT, DEFAULT_RUN_ROOT, DEFAULT_SETTINGS_FILE
+from isobox.engine import defaults
+from isobox.engine.defaults import DEFAULT_ROOT, DEFAULT_RUN_ROOT, DEFAULT_SETTINGS_FILE, roots
 from isobox.errors import InvalidArgument
 
 __all__ = [
@@ -77,17 +78,12 @@ class EngineConfig(SimpleNamespace):
 def load_config(root: str | None = None, *, insecure_registries: list[str] | None = None,
                 env: dict[str, str] | None = None) -> EngineConfig:
     env = dict(os.environ) if env is None else env
-    root = root or env.get("ISOBOX_ROOT")
-    if root:
-        root = os.path.abspath(root)
-        run_root = os.path.join(root, "run")
-    else:
-        root, run_root = DEFAULT_ROOT, DEFAULT_RUN_ROOT
+    root, run_root = roots(root, env)
     config_dir = env.get("ISOBOX_CONFIG") or os.path.join(
         env.get("HOME") or os.path.expanduser("~"), ".isobox")
     insecure = list(insecure_registries or [])
     insecure += [r for r in env.get("ISOBOX_INSECURE_REGISTRIES", "").split(",") if r]
-    settings_file = env.get("ISOBOX_DAEMON_CONFIG") or DEFAULT_SETTINGS_FILE
+    settings_file = defaults.settings_file(env)
     return EngineConfig(root=root, run_root=run_root, config_dir=config_dir,
                         insecure_registries=insecure, settings=_settings(settings_file),
                         settings_file=settings_file)

@@ -40,6 +40,7 @@ import _socket as socket  # not socket.py: it imports selectors, enums (~4 ms)
 import os
 import sys
 
+from isobox.engine import defaults
 from isobox.linux import forkserver
 
 TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
@@ -66,7 +67,7 @@ def socket_path(argv: list[str], env: dict[str, str] | os._Environ[str]) -> str 
     """The command server's socket for this command line (the root comes
     from ``--root`` before the verb, else ISOBOX_ROOT, else the default);
     None when the top-level options are not plain enough to tell."""
-    root = env.get("ISOBOX_ROOT") or None
+    root = None
     args = iter(argv[1:])
     for arg in args:
         if arg == "--root":
@@ -83,19 +84,7 @@ def socket_path(argv: list[str], env: dict[str, str] | os._Environ[str]) -> str 
             return None  # an option click will judge: let the full CLI do it
         else:
             break  # the verb: what follows is its own
-    if root:
-        run_root = os.path.join(os.path.abspath(root), "run")
-    else:
-        from isobox.engine.defaults import DEFAULT_RUN_ROOT
-
-        run_root = DEFAULT_RUN_ROOT
-    return os.path.join(run_root, SOCKET_NAME)
-
-
-def settings_file(env: dict[str, str] | os._Environ[str]) -> str:
-    from isobox.engine.defaults import DEFAULT_SETTINGS_FILE
-
-    return env.get("ISOBOX_DAEMON_CONFIG") or DEFAULT_SETTINGS_FILE
+    return os.path.join(defaults.roots(root, env)[1], SOCKET_NAME)
 
 
 #: Why the last :func:`forward` did not forward: "absent" or "stale" (the
@@ -165,7 +154,7 @@ def _request(argv: list[str], env: dict[str, str] | os._Environ[str]) -> bytes:
     umask = os.umask(0o022)
     os.umask(umask)
     fields = [f"src={src}", f"python={python}", f"umask={umask:o}",
-              f"settings={settings_file(env)}"]
+              f"settings={defaults.settings_file(env)}"]
     fields += [f"rlimit={n}:{soft}:{hard}"
                for n in RLIMITS for soft, hard in (resource.getrlimit(n),)]
     fields += [f"ign={sig}" for sig in FORWARDED
