@@ -9,8 +9,8 @@ export DEBIAN_FRONTEND=noninteractive
 # (interop with the real dockerd), debootstrap (Debian base images), umoci
 # (the images benchmark's peer); VM isolation: qemu-system-x86 (the utility
 # VMs), erofs-utils (read-only layer images), fuse2fs (ext4 images without
-# a loop device).
-packages=(python3 python3-venv python3-dev libseccomp2 busybox-static runc containerd
+# a loop device); the compiled front end: gcc, libc6-dev.
+packages=(python3 python3-venv python3-dev gcc libc6-dev libseccomp2 busybox-static runc containerd
           iproute2 procps ca-certificates docker-registry apache2-utils openssl skopeo
           docker.io debootstrap umoci qemu-system-x86 erofs-utils fuse2fs)
 missing=()
@@ -33,3 +33,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v '^WARNING: Location' || true
 .venv/bin/python -c "import isobox" # fail loudly if the install did not take
+scripts/build-client.sh .venv  # .venv/bin/isobox: the compiled front end
