@@ -250,3 +250,29 @@ def test_many_commands_at_once_and_a_silent_caller(box: Isobox) -> None:
         assert _listening(box) == server  # neither the crowd nor the silent one stopped it
     finally:
         silent.close()
+
+
+def _private_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Private_Dirty:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Private_Dirty for {pid}")
+
+
+def test_a_spare_copies_ahead_what_the_last_command_wrote_to(box: Isobox) -> None:
+    from isobox.engine.resident import MAX_PREFAULT
+
+    stop_launchers(box.root)
+    server = _server(box)  # a new server: its first spare has learned nothing
+    first = until(lambda: _spares(server), timeout=10)
+    assert len(first) == 1
+    before = _private_kib(first[0])
+    box("run", "--rm", "--network", "none", "busybox", "true")
+    after = until(lambda: [p for p in _spares(server) if p not in first], timeout=10)
+    assert len(after) == 1
+    grown = until(lambda: _private_kib(after[0]) - before > 2048 and _private_kib(after[0]),
+                  timeout=10)
+    # A run writes to ~8 MiB of the server's pages; the spare copies them
+    # while it waits, and never more than the cap.
+    assert grown, f"the spare copied nothing ahead ({_private_kib(after[0])} KiB private)"
+    assert grown - before <= MAX_PREFAULT // 1024 + 2048

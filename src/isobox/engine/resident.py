@@ -51,6 +51,9 @@ SOCKET_NAME = "cli-server.sock"
 DISABLE_ENV = "ISOBOX_CLI_SERVER"
 MAX_REQUEST = 256 * 1024
 STDIO_AND_CWD = 4  # fds passed with a request: 0, 1, 2 and the working directory
+#: The most pages a spare copies ahead (isobox.linux.prefault): what the
+#: commands seen so far wrote to, up to 16 MiB.
+MAX_PREFAULT = 16 * 1024 * 1024
 #: Signals the front end passes on to its worker: every one a terminal, a
 #: shell or a supervisor may send a command (not SIGKILL/SIGSTOP, which
 #: cannot be caught: the server sees the caller die and kills the worker).
@@ -340,8 +343,10 @@ class _Server:
         self.listener, self.inode = forkserver.bind(path)
         self.stamp = forkserver.Stamp(extra=(settings,))
         self.mine = forkserver.identity()
-        self.workers: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, conn)
+        # pidfd -> (pid, the caller's connection, the spare's channel or None)
+        self.workers: dict[int, tuple[int, socket.socket, socket.socket | None]] = {}
         self.spare: tuple[int, int, socket.socket] | None = None  # pid, pidfd, its channel
+        self.pages = b""  # what a spare copies ahead: the pages its forerunners wrote to
 
     def serve(self) -> None:
         import select
@@ -356,7 +361,7 @@ class _Server:
             poller = select.poll()  # not select(): hundreds of commands at once pass 1024 fds
             if not closing:
                 poller.register(self.listener.fileno(), select.POLLIN)
-            for pidfd, (_, conn) in self.workers.items():
+            for pidfd, (_, conn, _) in self.workers.items():
                 poller.register(pidfd, select.POLLIN)
                 if conn.fileno() not in gone:
                     poller.register(conn.fileno(), select.POLLIN)
@@ -422,8 +427,8 @@ class _Server:
                     forkserver.retire(self.path, self.inode)
                     return True
                 return False
-            pid, pidfd = self._hand_over(msg, request, fds, conn)
-            self.workers[pidfd] = (pid, conn)  # from now on, _finished closes conn
+            pid, pidfd, channel = self._hand_over(msg, request, fds, conn)
+            self.workers[pidfd] = (pid, conn, channel)  # from now on, _finished closes them
             try:
                 forkserver.send(conn, b"pid", (pidfd,))
             except OSError:  # the caller died since it asked: so does its command
@@ -437,28 +442,29 @@ class _Server:
         return False
 
     def _hand_over(self, msg: bytes, request: Request, fds: list[int],
-                   conn: socket.socket) -> tuple[int, int]:
-        """(pid, pidfd) of the worker that now runs the request: the spare,
-        forked while the server was idle, or a fork made now."""
+                   conn: socket.socket) -> tuple[int, int, socket.socket | None]:
+        """(pid, pidfd, channel) of the worker that now runs the request:
+        the spare, forked while the server was idle (its channel then brings
+        back the pages it wrote to), or a fork made now (None)."""
         spare, self.spare = self.spare, None
         if spare is not None:
             pid, pidfd, channel = spare
             try:
                 forkserver.send(channel, msg, (*fds, conn.fileno()))
-                return pid, pidfd
+                return pid, pidfd, channel
             except OSError:  # it died: fork one now
-                self._drop(pid, pidfd)
-            finally:
                 channel.close()
+                self._drop(pid, pidfd)
         pid = os.fork()
         if pid == 0:
             self._worker(request, fds, conn)
-        return pid, os.pidfd_open(pid)
+        return pid, os.pidfd_open(pid), None
 
     def fork_spare(self) -> None:
         """Fork the worker for the next request ahead of it (off the
-        request's path: a fork of this process costs 2-3 ms). It waits on
-        a socket pair for the request, its fds and its caller's connection."""
+        request's path: a fork of this process costs 2-3 ms, and so do the
+        copy-on-write faults it takes ahead). It waits on a socket pair for
+        the request, its fds and its caller's connection."""
         if self.spare is not None or self.listener.fileno() < 0:
             return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -488,9 +494,11 @@ class _Server:
         os.waitpid(pid, 0)
 
     def _finished(self, pidfd: int) -> None:
-        pid, conn = self.workers.pop(pidfd)
+        pid, conn, channel = self.workers.pop(pidfd)
         os.close(pidfd)
         _, status = os.waitpid(pid, 0)
+        if channel is not None:
+            self._learn(channel)
         if os.WIFSIGNALED(status):
             end = f"signal {os.WTERMSIG(status)}"
         else:
@@ -501,12 +509,27 @@ class _Server:
             pass  # the caller is gone
         conn.close()
 
+    def _learn(self, channel: socket.socket) -> None:
+        """Keep the pages a spare's command wrote to (it sent them before
+        it exited), for the next spare to copy ahead."""
+        from isobox.linux import prefault
+
+        try:
+            channel.setblocking(False)
+            pages = channel.recv(MAX_PREFAULT // prefault.PAGE * 16)
+        except OSError:
+            pages = b""
+        channel.close()
+        if pages and len(pages) % 16 == 0 and (
+                prefault.count(pages) * prefault.PAGE <= MAX_PREFAULT):
+            self.pages = pages
+
     def _caller_gone(self, fd: int) -> None:
         """The caller's end closed before its worker ended: the command dies
         as it would have with its own process; _finished reaps it."""
         import _signal
 
-        for pidfd, (_, conn) in self.workers.items():
+        for pidfd, (_, conn, _) in self.workers.items():
             if conn.fileno() == fd:
                 try:
                     _signal.pidfd_send_signal(pidfd, 9)
@@ -520,38 +543,43 @@ class _Server:
         if self.listener.fileno() >= 0:
             self.listener.close()
         os.close(self.lock)
-        for pidfd, (_, other) in self.workers.items():
+        for pidfd, (_, other, channel) in self.workers.items():
             os.close(pidfd)
             other.close()
+            if channel is not None:
+                channel.close()
         if self.spare is not None:
             os.close(self.spare[1])
             self.spare[2].close()
 
     def _spare(self, channel: socket.socket) -> None:
-        """In the spare: wait for a request, then be its worker."""
+        """In the spare: copy ahead the pages the last commands wrote to,
+        wait for a request, then be its worker."""
         try:
-            from isobox.linux import identity
+            from isobox.linux import identity, prefault
 
             identity.set_parent_death_signal(9)
             _name_self(b"isobox")  # a fork, not a server, to whoever lists processes
             self._leave_server()
+            prefault.populate(self.pages)
             msg, fds = forkserver.receive(channel, MAX_REQUEST, STDIO_AND_CWD + 1)
         except BaseException:
             os._exit(1)
         if len(fds) != STDIO_AND_CWD + 1:
             os._exit(1)  # the server let it go
-        channel.close()
         conn = socket.socket(fileno=fds.pop())
-        self._worker(Request(msg), fds, conn, left=True)
+        self._worker(Request(msg), fds, conn, channel=channel)
 
     def _worker(self, request: Request, fds: list[int], conn: socket.socket, *,
-                left: bool = False) -> None:
+                channel: socket.socket | None = None) -> None:
         """In the fork: become the caller's command, run it, report its
         exit code to the caller itself (the server's report, after this
-        process is reaped, would come after its teardown), exit with it."""
+        process is reaped, would come after its teardown), exit with it.
+        A spare (``channel``) has left the server already, and sends it back
+        the pages it came to own."""
         code = 1
         try:
-            if not left:
+            if channel is None:
                 self._leave_server()
             become(request, fds)
             code = self.run(request.argv)
@@ -567,7 +595,18 @@ class _Server:
                 conn.send(f"exit {code}".encode())
             except OSError:
                 pass
+            if channel is not None:
+                _report_pages(channel)
             os._exit(code)
+
+
+def _report_pages(channel: socket.socket) -> None:
+    try:
+        from isobox.linux import prefault
+
+        channel.send(prefault.owned_pages())
+    except (OSError, ImportError):
+        pass  # the next spare copies less ahead
 
 
 def become(request: Request, fds: list[int]) -> None:
@@ -665,8 +704,8 @@ WARM = ("isobox.engine.bundle", "isobox.engine.container_store", "isobox.engine.
         "isobox.engine.images", "isobox.engine.logs", "isobox.engine.naming",
         "isobox.engine.networking", "isobox.engine.runspec", "isobox.engine.runspec_linux",
         "isobox.engine.userdb", "isobox.engine.views", "isobox.engine.vmspec",
-        "isobox.engine.volumes", "isobox.engine.zygote", "isobox.cgroups",
-        "isobox.cgroups._base", "isobox.images.snapshots", "isobox.linux.identity",
+        "isobox.engine.volumes", "isobox.engine.zygote", "isobox.cgroups", "isobox.cgroups._base",
+        "isobox.images.snapshots", "isobox.linux.identity", "isobox.linux.prefault",
         "isobox.network.manager", "isobox.network.netlink", "isobox.shim.client",
         "isobox.shim.rootfs", "isobox.shim.zygote", "pyroute2", "json", "shutil", "sqlite3",
         "subprocess", "tarfile", "tty")

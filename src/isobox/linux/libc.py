@@ -54,6 +54,7 @@ _sethostname = _fn("sethostname", ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t
 _setdomainname = _fn("setdomainname", ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
 _mknod = _fn("mknod", ctypes.c_int, ctypes.c_char_p, ctypes.c_uint, ctypes.c_ulong)
 _chroot = _fn("chroot", ctypes.c_int, ctypes.c_char_p)
+_madvise = _fn("madvise", ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 
 
 def syscall(number: int, *args: Any, what: str = "syscall") -> int:
@@ -84,6 +85,10 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
 
 def umount2(target: str, flags: int = 0) -> None:
     _check(_umount2(target.encode(), flags), f"umount {target}")
+
+
+def madvise(address: int, length: int, advice: int) -> None:
+    _check(_madvise(address, length, advice), "madvise")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
