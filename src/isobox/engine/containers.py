@@ -21,6 +21,23 @@ from isobox.errors import Conflict, InvalidArgument, IsoboxError, NotFound, Unav
 from isobox.linux import proc
 from isobox.linux.files import atomic_write
 
+#: A monitor's statuses before its final one.
+_UNFINISHED = ("running", "created", "restarting")
+
+
+def _read_shim_state(path: str) -> dict[str, Any] | None:
+    """A monitor's ``state.json``: None if there is none; {} if torn by a
+    crash of the host (the monitor's intermediate states are not fsynced:
+    that monitor is gone with the host)."""
+    try:
+        with open(path, "rb") as f:
+            shim_state = json.loads(f.read())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return {}
+    return shim_state if isinstance(shim_state, dict) else {}
+
 
 class ContainerService:
     def __init__(self, config: EngineConfig, images: ImageService) -> None:
@@ -63,22 +80,18 @@ class ContainerService:
     def reconcile(self, record: ContainerRecord) -> ContainerRecord:
         """Merge what the monitor last wrote with what is really running."""
         path = os.path.join(self.dir(record.id), "state.json")
-        try:
-            with open(path, "rb") as f:
-                shim_state = json.loads(f.read())
-        except FileNotFoundError:
+        shim_state = _read_shim_state(path)
+        if shim_state is None:
             return record  # never launched (or launched again: its monitor writes one)
-        except ValueError:
-            # Torn by a crash of the host (the monitor's intermediate states
-            # are not fsynced): that monitor is gone with the host.
-            shim_state = {}
-        if not isinstance(shim_state, dict):
-            shim_state = {}
         state = dict(record.state)
         shim_alive = proc.is_alive(int(shim_state.get("shim_pid") or 0))
+        if not shim_alive and shim_state.get("status", "created") in _UNFINISHED:
+            # It may have written its final state and exited since the read:
+            # gone now, it writes no more, so a second read is its last word.
+            shim_state = _read_shim_state(path) or shim_state
         status = shim_state.get("status", "created")
         pid = int(shim_state.get("pid") or 0)
-        if not shim_alive and status in ("running", "created", "restarting"):
+        if not shim_alive and status in _UNFINISHED:
             # The monitor died (killed, host crash...): ask the kernel.
             if pid and proc.is_alive(pid):
                 status = "running"
