@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.system.cli_containers_support import until
 
 from isobox.engine import resident
 from isobox.linux import forkserver
@@ -184,9 +185,9 @@ def test_signals_go_to_the_worker_and_its_end_comes_back(server: FakeServer,
         os.close(pidfd)
         time.sleep(0.3)  # its handlers are set once it has the pidfd
         proc.send_signal(signal.SIGTSTP)  # passed on, and it stops with its worker
-        assert _until(lambda: _state(worker.pid) == "T" and _state(proc.pid) == "T")
+        assert until(lambda: _state(worker.pid) == "T" and _state(proc.pid) == "T")
         proc.send_signal(signal.SIGCONT)
-        assert _until(lambda: _state(worker.pid) != "T" and _state(proc.pid) != "T")
+        assert until(lambda: _state(worker.pid) != "T" and _state(proc.pid) != "T")
         proc.send_signal(signal.SIGTERM)
         assert worker.wait(10) == -signal.SIGTERM
         assert proc.poll() is None  # it waits for the server's word
@@ -268,12 +269,3 @@ def test_options_it_cannot_judge_and_off_reach_no_server(server: FakeServer,
 def _state(pid: int) -> str:
     stat = Path(f"/proc/{pid}/stat").read_text()
     return stat.rpartition(")")[2].split()[0]
-
-
-def _until(check: Callable[[], bool], timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False

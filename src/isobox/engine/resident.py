@@ -54,6 +54,7 @@ STDIO_AND_CWD = 4  # fds passed with a request: 0, 1, 2 and the working director
 #: The most pages a spare copies ahead (isobox.linux.prefault): what the
 #: commands seen so far wrote to, up to 16 MiB.
 MAX_PREFAULT = 16 * 1024 * 1024
+ENDING = b"ending"  # a spare's word to the server that its command is over
 #: Signals the front end passes on to its worker: every one a terminal, a
 #: shell or a supervisor may send a command (not SIGKILL/SIGSTOP, which
 #: cannot be caught: the server sees the caller die and kills the worker).
@@ -510,15 +511,21 @@ class _Server:
         conn.close()
 
     def _learn(self, channel: socket.socket) -> None:
-        """Keep the pages a spare's command wrote to (it sent them before
-        it exited), for the next spare to copy ahead."""
+        """Keep the pages a spare's command wrote to (it sent them, after
+        ENDING, before it exited), for the next spare to copy ahead."""
         from isobox.linux import prefault
 
+        pages = b""
+        channel.setblocking(False)
         try:
-            channel.setblocking(False)
-            pages = channel.recv(MAX_PREFAULT // prefault.PAGE * 16)
+            while True:
+                message = channel.recv(MAX_PREFAULT // prefault.PAGE * 16)
+                if not message:
+                    break
+                if message != ENDING:
+                    pages = message
         except OSError:
-            pages = b""
+            pass  # nothing more queued
         channel.close()
         if pages and len(pages) % 16 == 0 and (
                 prefault.count(pages) * prefault.PAGE <= MAX_PREFAULT):
@@ -529,8 +536,10 @@ class _Server:
         as it would have with its own process; _finished reaps it."""
         import _signal
 
-        for pidfd, (_, conn, _) in self.workers.items():
+        for pidfd, (_, conn, channel) in self.workers.items():
             if conn.fileno() == fd:
+                if channel is not None and _queued(channel):
+                    return  # it had ended the command and told its caller: let it report
                 try:
                     _signal.pidfd_send_signal(pidfd, 9)
                 except OSError:
@@ -591,6 +600,11 @@ class _Server:
             traceback.print_exc()
         finally:
             code = _finish(code)
+            if channel is not None:  # first: its caller leaves on "exit", and the
+                try:                 # server would then kill it before its report
+                    channel.send(ENDING)
+                except OSError:
+                    pass
             try:
                 conn.send(f"exit {code}".encode())
             except OSError:
@@ -598,6 +612,14 @@ class _Server:
             if channel is not None:
                 _report_pages(channel)
             os._exit(code)
+
+
+def _queued(channel: socket.socket) -> bool:
+    """Whether a worker has sent anything on its channel."""
+    try:
+        return bool(channel.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except OSError:
+        return False
 
 
 def _report_pages(channel: socket.socket) -> None:
