@@ -10,6 +10,10 @@ work=$(mktemp -d /tmp/isobox-demo.XXXXXX)
 export ISOBOX_ROOT="$work/root"
 cleanup() {
     .venv/bin/isobox ps -aq 2>/dev/null | xargs -r .venv/bin/isobox rm -f >/dev/null 2>&1 || true
+    # The root's warm command server and monitor launcher, by their pid files.
+    for pid_file in "$ISOBOX_ROOT"/run/cli-server.pid "$ISOBOX_ROOT"/run/shim-zygote.pid; do
+        [ -f "$pid_file" ] && kill "$(cat "$pid_file")" 2>/dev/null || true
+    done
     # The demo root's bridge, nftables table and DNS server go with it.
     .venv/bin/python -c 'import sys; from isobox.engine.networking import open_manager
 m = open_manager(sys.argv[1]); m.destroy(); m.close()' "$ISOBOX_ROOT" 2>/dev/null || true
