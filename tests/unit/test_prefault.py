@@ -109,3 +109,22 @@ def test_ranges_outside_the_mappings_are_skipped() -> None:
     gone.close()  # unmapped: a range learned in a fork that had it
     assert prefault.count(stale) == 4
     assert prefault.populate(stale) == 0
+
+
+def test_populate_stops_when_told(shared_buffer: tuple[mmap.mmap, int]) -> None:
+    buf, address = shared_buffer
+    assert PAGES > prefault.CHECK_EVERY
+    ranges = array("Q")  # one range per page
+    for at in range(address, address + len(buf), prefault.PAGE):
+        ranges.extend((at, at + prefault.PAGE))
+    looks = []
+
+    def stop() -> bool:
+        looks.append(1)
+        return len(looks) > 1  # work arrives after the first batch
+
+    def populate_then_count() -> bytes:
+        return prefault.populate(ranges.tobytes(), stop=stop).to_bytes(8, "little")
+
+    copied = int.from_bytes(_in_fork(populate_then_count), "little")
+    assert copied == prefault.CHECK_EVERY  # one batch, then it stopped

@@ -565,12 +565,17 @@ class _Server:
         """In the spare: copy ahead the pages the last commands wrote to,
         wait for a request, then be its worker."""
         try:
+            import select
+
             from isobox.linux import identity, prefault
 
             identity.set_parent_death_signal(9)
             _name_self(b"isobox")  # a fork, not a server, to whoever lists processes
             self._leave_server()
-            prefault.populate(self.pages)
+            # Until a request comes: then it runs with what is copied so far.
+            waiting = select.poll()
+            waiting.register(channel.fileno(), select.POLLIN)
+            prefault.populate(self.pages, stop=lambda: bool(waiting.poll(0)))
             msg, fds = forkserver.receive(channel, MAX_REQUEST, STDIO_AND_CWD + 1)
         except BaseException:
             os._exit(1)

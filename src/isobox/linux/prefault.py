@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 from array import array
+from collections.abc import Callable
 
 from isobox.linux import libc
 
@@ -73,15 +74,22 @@ def count(ranges: bytes) -> int:
     return sum(pairs[i + 1] - pairs[i] for i in range(0, len(pairs), 2)) // PAGE
 
 
-def populate(ranges: bytes) -> int:
+#: Ranges copied between two looks at ``populate``'s ``stop``.
+CHECK_EVERY = 32
+
+
+def populate(ranges: bytes, stop: Callable[[], bool] | None = None) -> int:
     """Take a private copy now of every page in ``ranges`` that is still in
-    one of this process's private writable mappings; the pages copied (0
-    where the kernel lacks MADV_POPULATE_WRITE)."""
+    one of this process's private writable mappings, until ``stop`` says
+    so (work has come: what is left is copied on demand); the pages copied
+    (0 where the kernel lacks MADV_POPULATE_WRITE)."""
     pairs = array("Q", ranges)
     maps = private_writable()
     done = 0
     m = 0
     for i in range(0, len(pairs) - 1, 2):
+        if stop is not None and i % (2 * CHECK_EVERY) == 0 and stop():
+            break
         start, end = pairs[i], pairs[i + 1]
         while m < len(maps) and maps[m][1] <= start:
             m += 1
