@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -183,7 +182,7 @@ def test_signals_go_to_the_worker_and_its_end_comes_back(server: FakeServer,
         pidfd = os.pidfd_open(worker.pid)
         forkserver.send(conn, b"pid", (pidfd,))
         os.close(pidfd)
-        time.sleep(0.3)  # its handlers are set once it has the pidfd
+        assert until(lambda: _catches(proc.pid, signal.SIGTSTP))  # it has the pidfd
         proc.send_signal(signal.SIGTSTP)  # passed on, and it stops with its worker
         assert until(lambda: _state(worker.pid) == "T" and _state(proc.pid) == "T")
         proc.send_signal(signal.SIGCONT)
@@ -264,6 +263,14 @@ def test_options_it_cannot_judge_and_off_reach_no_server(server: FakeServer,
                   env=_env(ISOBOX_CLI_SERVER="0"))
     assert server.quiet(2)
     assert _settle(proc)[0] == 2
+
+
+def _catches(pid: int, sig: int) -> bool:
+    """Whether ``pid`` has a handler for ``sig`` (SigCgt in its status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
 
 
 def _state(pid: int) -> str:
