@@ -25,6 +25,7 @@ from tests.system.cli_containers_support import until
 
 from isobox.engine import resident
 from isobox.linux import forkserver
+from isobox.linux.unixsock import bind_private
 
 BIN = Path(sys.executable).parent
 CLIENT = BIN / "isobox"
@@ -53,11 +54,7 @@ class FakeServer:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.path = path
-        name = str(path)
-        self.dirfd = os.open(path.parent, os.O_PATH)
-        if len(name) > 100:
-            name = f"/proc/self/fd/{self.dirfd}/{path.name}"
-        self.listener.bind(name)
+        bind_private(self.listener, str(path))
         self.listener.listen(8)
         self.listener.settimeout(20)
 
@@ -90,7 +87,6 @@ class FakeServer:
 
     def close(self) -> None:
         self.listener.close()
-        os.close(self.dirfd)
         self.path.unlink(missing_ok=True)
 
 

@@ -7,8 +7,13 @@ import os
 from types import SimpleNamespace
 from typing import Any
 
-from isobox.engine import defaults
-from isobox.engine.defaults import DEFAULT_ROOT, DEFAULT_RUN_ROOT, DEFAULT_SETTINGS_FILE, roots
+from isobox.engine.defaults import (
+    DEFAULT_ROOT,
+    DEFAULT_RUN_ROOT,
+    DEFAULT_SETTINGS_FILE,
+    roots,
+    settings_file,
+)
 from isobox.errors import InvalidArgument
 
 __all__ = [
@@ -83,10 +88,10 @@ def load_config(root: str | None = None, *, insecure_registries: list[str] | Non
         env.get("HOME") or os.path.expanduser("~"), ".isobox")
     insecure = list(insecure_registries or [])
     insecure += [r for r in env.get("ISOBOX_INSECURE_REGISTRIES", "").split(",") if r]
-    settings_file = defaults.settings_file(env)
+    settings_path = settings_file(env)
     return EngineConfig(root=root, run_root=run_root, config_dir=config_dir,
-                        insecure_registries=insecure, settings=_settings(settings_file),
-                        settings_file=settings_file)
+                        insecure_registries=insecure, settings=_settings(settings_path),
+                        settings_file=settings_path)
 
 
 def _settings(path: str) -> dict[str, Any]:
@@ -116,11 +121,15 @@ def _settings(path: str) -> dict[str, Any]:
 
 def launcher_idle(config: EngineConfig) -> float:
     """The CLI's warm launcher's idle timeout (see DEFAULT_LAUNCHER_IDLE)."""
-    launcher = config.settings.get("shim-launcher") or {}
-    return float(launcher.get("idle-timeout", DEFAULT_LAUNCHER_IDLE))
+    return _idle_timeout(config, "shim-launcher", DEFAULT_LAUNCHER_IDLE)
 
 
 def command_server_idle(config: EngineConfig) -> float:
     """The CLI's command server's idle timeout (see DEFAULT_COMMAND_SERVER_IDLE)."""
-    server = config.settings.get("cli-server") or {}
-    return float(server.get("idle-timeout", DEFAULT_COMMAND_SERVER_IDLE))
+    return _idle_timeout(config, "cli-server", DEFAULT_COMMAND_SERVER_IDLE)
+
+
+def _idle_timeout(config: EngineConfig, key: str, default: float) -> float:
+    """``{key: {"idle-timeout": N}}`` of the settings file (checked by _settings)."""
+    server = config.settings.get(key) or {}
+    return float(server.get("idle-timeout", default))

@@ -559,11 +559,9 @@ class ContainerService:
 
     def _shim_state(self, record: ContainerRecord) -> dict[str, Any]:
         try:
-            with open(os.path.join(self.dir(record.id), "state.json"), "rb") as f:
-                state = json.loads(f.read())
-        except (OSError, ValueError):
+            return _read_shim_state(os.path.join(self.dir(record.id), "state.json")) or {}
+        except OSError:
             return {}
-        return state if isinstance(state, dict) else {}
 
     def rename(self, ref: str, new_name: str) -> None:
         record = self.get(ref)

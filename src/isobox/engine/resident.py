@@ -133,21 +133,16 @@ def forward(argv: list[str]) -> int | None:
 
 
 def _connect(path: str) -> socket.socket | None:
+    from isobox.linux.unixsock import ShortPath
+
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    dirfd = -1
     try:
-        name = path
-        if len(os.fsencode(path)) > 100:  # sun_path: reach it through its directory
-            dirfd = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            name = f"/proc/self/fd/{dirfd}/{os.path.basename(path)}"
-        sock.connect(name)
+        with ShortPath(path) as short:
+            sock.connect(short)
         return sock
     except OSError:
         sock.close()
         return None
-    finally:
-        if dirfd >= 0:
-            os.close(dirfd)
 
 
 def _request(argv: list[str], env: dict[str, str] | os._Environ[str]) -> bytes:
@@ -570,7 +565,7 @@ class _Server:
             from isobox.linux import identity, prefault
 
             identity.set_parent_death_signal(9)
-            _name_self(b"isobox")  # a fork, not a server, to whoever lists processes
+            forkserver.name_self(b"isobox")  # a fork, not a server, to whoever lists processes
             self._leave_server()
             # Until a request comes: then it runs with what is copied so far.
             waiting = select.poll()
@@ -672,15 +667,7 @@ def become(request: Request, fds: list[int]) -> None:
     _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
     _standard_streams()
     sys.argv = list(request.argv)
-    _name_self(b"isobox")
-
-
-def _name_self(name: bytes) -> None:
-    comm = os.open("/proc/self/comm", os.O_WRONLY)
-    try:
-        os.write(comm, name)
-    finally:
-        os.close(comm)
+    forkserver.name_self(b"isobox")
 
 
 def _standard_streams() -> None:

@@ -110,19 +110,10 @@ def take_lock(path: str, wait: float = LOCK_WAIT) -> int | None:
 def bind(path: str, backlog: int = 64) -> tuple[socket.socket, int]:
     """A SOCK_SEQPACKET listener on ``path`` (mode 0600; a leftover file is
     replaced) and the socket file's inode, to tell it from a successor's."""
-    from isobox.linux.unixsock import ShortPath
+    from isobox.linux.unixsock import bind_private
 
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    old = os.umask(0o177)
-    try:
-        with ShortPath(path) as short:
-            listener.bind(short)
-    finally:
-        os.umask(old)
+    bind_private(listener, path)
     listener.listen(backlog)
     return listener, os.stat(path).st_ino
 
@@ -144,6 +135,16 @@ def retire(path: str, inode: int) -> None:
                 os.unlink(name)
             except FileNotFoundError:
                 pass
+
+
+def name_self(name: bytes) -> None:
+    """Set this process's name (/proc/self/comm: what ps and top show; the
+    command line stays the server's)."""
+    comm = os.open("/proc/self/comm", os.O_WRONLY)
+    try:
+        os.write(comm, name)
+    finally:
+        os.close(comm)
 
 
 def write_pid(path: str) -> None:

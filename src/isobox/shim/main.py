@@ -121,13 +121,9 @@ def lock_container(container_dir: str) -> int:
 def _write_pid(path: str) -> None:
     """shim.pid, replaced atomically; not fsynced: after a crash of the host
     the pid in it is dead whatever the file says."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, str(os.getpid()).encode())
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+    from isobox.linux.files import atomic_write
+
+    atomic_write(path, str(os.getpid()).encode(), 0o644, durable=False)
 
 
 def run(cfg: ShimConfig, ready: Ready, lock: int = -1) -> int:

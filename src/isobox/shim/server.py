@@ -14,7 +14,7 @@ import os
 
 from isobox.errors import InvalidArgument, IsoboxError
 from isobox.linux.loop import ERR, IN, OUT, Loop
-from isobox.linux.unixsock import ShortPath
+from isobox.linux.unixsock import bind_private
 from isobox.shim import frames
 from isobox.shim.diag import describe, log
 
@@ -57,17 +57,12 @@ class Server:
         self.conns: dict[int, Conn] = {}
         self.attached: list[Conn] = []
         self.throttled = False
-        _unlink(path)
         self.listener: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)  # 0600 from the start: no window where others could connect
         try:
-            with ShortPath(path) as short:
-                self.listener.bind(short)
+            bind_private(self.listener, path)
         except BaseException:
             self.listener.close()
             raise
-        finally:
-            os.umask(old)
         self.listener.listen(64)
         self.listener.setblocking(False)
         loop.add(self.listener.fileno(), IN, self._on_accept)

@@ -120,7 +120,7 @@ def _become_monitor(directory: str, ready_fd: int, stderr_fd: int,
     import _signal  # type: ignore[import-not-found]  # the C module, no stubs
     import gc
 
-    _name_self()
+    forkserver.name_self(b"isobox-shim")
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)
@@ -140,14 +140,6 @@ def _become_monitor(directory: str, ready_fd: int, stderr_fd: int,
     os._exit(code)
 
 
-def _name_self() -> None:
-    comm = os.open("/proc/self/comm", os.O_WRONLY)
-    try:
-        os.write(comm, b"isobox-shim")  # what ps shows (the command line stays the zygote's)
-    finally:
-        os.close(comm)
-
-
 def _fork_spare(listener: socket.socket, lock: int | None) -> socket.socket:
     """A monitor forked ahead of the next launch, already detached (init's
     child, its own session): it waits on a socket pair for the request the
@@ -157,7 +149,7 @@ def _fork_spare(listener: socket.socket, lock: int | None) -> socket.socket:
     pid = os.fork()
     if pid == 0:
         try:
-            _name_self()  # from its first moment: no listing takes it for a launcher
+            forkserver.name_self(b"isobox-shim")  # from its first moment: no listing takes it for a launcher
             ours.close()
             _leave_zygote(listener, lock)
             os.setsid()

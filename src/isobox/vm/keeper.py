@@ -27,7 +27,7 @@ from isobox.errors import IsoboxError, Unavailable, for_exit_code
 from isobox.linux import console
 from isobox.linux.guard import close_fds_except
 from isobox.linux.loop import ERR, IN, OUT, Loop
-from isobox.linux.unixsock import ShortPath
+from isobox.linux.unixsock import bind_private
 from isobox.taskapi import frames
 from isobox.vm import launch, qemu, template
 from isobox.vm.channel import Channel, ChannelClosed
@@ -281,20 +281,10 @@ class Keeper:
         return VM_LOST_EXIT if self.exit_code is None else self.exit_code
 
     def _listen(self) -> None:
-        path = os.path.join(self.dir, EXEC_SOCKET)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
         import socket as full_socket  # accept() lives in socket.py
 
         listener = full_socket.socket(full_socket.AF_UNIX, full_socket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            with ShortPath(path) as short:  # a deep container directory
-                listener.bind(short)
-        finally:
-            os.umask(old)
+        bind_private(listener, os.path.join(self.dir, EXEC_SOCKET))  # a deep directory
         listener.listen(16)
         listener.setblocking(False)
         self.listener = listener
