@@ -342,6 +342,7 @@ class Terminal:
         while time.monotonic() < deadline:
             with_status = os.waitpid(self.pid, os.WNOHANG)
             if with_status[0] == self.pid:
+                self._drain()  # what was written before it exited, not yet read
                 os.close(self.fd)
                 return os.waitstatus_to_exitcode(with_status[1])
             ready, _, _ = select.select([self.fd], [], [], 0.1)
@@ -352,3 +353,14 @@ class Terminal:
                     pass
         os.kill(self.pid, signal.SIGKILL)
         raise AssertionError(f"still running; output {self.seen[-400:]!r}")
+
+    def _drain(self, limit: float = 2.0) -> None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline and select.select([self.fd], [], [], 0)[0]:
+            try:
+                data = os.read(self.fd, 4096)
+            except OSError:  # EIO: nothing holds the terminal any more
+                return
+            if not data:
+                return
+            self.seen += data
